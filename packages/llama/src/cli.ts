@@ -1,0 +1,73 @@
+#!/usr/bin/env node
+import { Command, Option } from 'commander'
+import { parseBackend } from './binaries/backend.ts'
+import { buildBinaries } from './binaries/build.ts'
+import { ensureBinaries } from './binaries/ensure.ts'
+import { LlamaError } from './errors.ts'
+import { ensureModel } from './gguf/model-cache.ts'
+import { LARGE_MODEL, TINY_MODEL } from './gguf/llama-model.ts'
+import { createLogger } from './logger.ts'
+import { startRpcServer } from './process/rpc-server.ts'
+
+const logger = createLogger({ name: 'fm-llama' })
+const backendOption = new Option('--backend <backend>', 'cpu, cuda or metal (default: detected)').argParser(
+  parseBackend
+)
+
+const program = new Command('fm-llama')
+  .description('llama.cpp binaries and generated test models for Frankenstein Mesh')
+  .showHelpAfterError()
+
+program
+  .command('ensure')
+  .description(
+    'find ggml-rpc-server and llama-server (flags, env, PATH, cache), building them if absent; print their paths as JSON'
+  )
+  .addOption(backendOption)
+  .option('--no-build', 'fail instead of building when none are found')
+  .option('--check', 'start the rpc-server once and report the RPC protocol it speaks')
+  .action(async (opts: { backend?: ReturnType<typeof parseBackend>; build: boolean; check?: boolean }) => {
+    const bins = await ensureBinaries({ logger, backend: opts.backend, build: opts.build })
+    let rpcProtocol = bins.build?.rpcProtocol
+    if (opts.check === true) {
+      const server = await startRpcServer({ binary: bins.rpcServer, logger })
+      const v = server.version
+      rpcProtocol = `${v.major}.${v.minor}.${v.patch}`
+      await server.stop()
+    }
+    process.stdout.write(`${JSON.stringify({ ...bins, rpcProtocol }, null, 2)}\n`)
+  })
+
+program
+  .command('build')
+  .description('build ggml-rpc-server and llama-server from the pinned llama.cpp source into the cache')
+  .addOption(backendOption)
+  .action(async (opts: { backend?: ReturnType<typeof parseBackend> }) => {
+    const { detectBackend } = await import('./binaries/backend.ts')
+    const bins = await buildBinaries({ logger, backend: opts.backend ?? detectBackend() })
+    process.stdout.write(`${JSON.stringify(bins, null, 2)}\n`)
+  })
+
+program
+  .command('model')
+  .description('generate (once, into the cache) a random-weight llama model and print its path')
+  .addOption(new Option('--size <size>', 'which model').choices(['tiny', 'large']).default('tiny'))
+  .option('--dir <dir>', 'folder to keep generated models in (default: the cache)')
+  .action(async (opts: { size: 'tiny' | 'large'; dir?: string }) => {
+    const path = await ensureModel(opts.size === 'large' ? LARGE_MODEL : TINY_MODEL, {
+      logger,
+      dir: opts.dir
+    })
+    process.stdout.write(`${path}\n`)
+  })
+
+try {
+  await program.parseAsync()
+} catch (err) {
+  if (err instanceof LlamaError) {
+    process.stderr.write(`fm-llama: ${err.message} [${err.code}]\n`)
+    process.exitCode = 2
+  } else {
+    throw err
+  }
+}
