@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The whole test suite, from nothing: toolchain, dependencies, llama.cpp binaries (built once per
+# llama.cpp commit into ~/.cache/frankenstein-mesh, ~10 minutes on 2 cores), then every check.
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=lib/toolchain.sh
+. "$root/scripts/lib/toolchain.sh"
+fm_toolchain "$root"
+cd "$root"
+
+step() { printf '\n== %s\n' "$*" >&2; }
+step "llama.cpp binaries"
+node packages/llama/src/cli.ts ensure --check
+step "type check"
+pnpm -s typecheck
+step "lint"
+pnpm -s lint
+step "format"
+pnpm -s format:check
+step "unit tests"
+pnpm -s test:unit
+step "end-to-end tests (real rpc-server and llama-server)"
+pnpm -s test:e2e
