@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 import { Command, Option } from 'commander'
-import { parseBackend } from './binaries/backend.ts'
+import { detectBackend, parseBackend } from './binaries/backend.ts'
 import { buildBinaries } from './binaries/build.ts'
 import { ensureBinaries } from './binaries/ensure.ts'
 import { LlamaError } from './errors.ts'
@@ -43,7 +43,6 @@ program
   .description('build ggml-rpc-server and llama-server from the pinned llama.cpp source into the cache')
   .addOption(backendOption)
   .action(async (opts: { backend?: ReturnType<typeof parseBackend> }) => {
-    const { detectBackend } = await import('./binaries/backend.ts')
     const bins = await buildBinaries({ logger, backend: opts.backend ?? detectBackend() })
     process.stdout.write(`${JSON.stringify(bins, null, 2)}\n`)
   })

@@ -32,7 +32,7 @@ export async function withBuildLock<T>(path: string, logger: Logger, work: () =>
     }
     if (!waiting) logger.info({ lock: path, pid: holder }, 'waiting for another build to finish')
     waiting = true
-    await sleep(2_000)
+    await sleep(500)
   }
   try {
     return await work()
