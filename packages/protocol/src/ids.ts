@@ -1,0 +1,10 @@
+/** Versioned libp2p protocol ids. A breaking change gets a new major version, never an edit. */
+export const PROTOCOL = {
+  /** One llama.cpp RPC connection (llama-server to rpc-server) per stream. */
+  rpc: '/frankenstein/rpc/1.0.0',
+  /** Ask a worker for its capability advert. */
+  advert: '/frankenstein/advert/1.0.0'
+} as const
+
+/** Names of the mesh's private DHT and its rendezvous keys. */
+export const DHT_PROTOCOL = '/frankenstein/kad/1.0.0'

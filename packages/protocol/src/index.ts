@@ -1,0 +1,5 @@
+export { PROTOCOL, DHT_PROTOCOL } from './ids.ts'
+export { MessageError } from './errors.ts'
+export { PoolName, rendezvousKey } from './pool.ts'
+export { WorkerAdvert, AdvertRequest, MAX_ADVERT_BYTES } from './advert.ts'
+export { decodeMessage, encodeMessage } from './message.ts'
