@@ -1,0 +1,26 @@
+export { MeshError, IdentityError } from './errors.ts'
+export {
+  loadOrCreateIdentity,
+  defaultIdentityPath,
+  ephemeralPrivateKey,
+  type Identity,
+  type Role
+} from './identity.ts'
+export {
+  createMeshNode,
+  MDNS_SERVICE_TAG,
+  type MeshNode,
+  type MeshNodeInit,
+  type MeshServices
+} from './node.ts'
+export { exchange, request, serveRequests, type ControlOptions } from './control.ts'
+export { serveAdverts, fetchAdvert } from './adverts.ts'
+export {
+  startRendezvous,
+  rendezvousCid,
+  type Rendezvous,
+  type RendezvousInit,
+  type MeshRole
+} from './rendezvous.ts'
+export { dialDiscovered } from './dial-discovered.ts'
+export { WorkerDirectory, type WorkerEntry, type WorkerDirectoryInit } from './worker-directory.ts'
