@@ -1,0 +1,126 @@
+import type { Socket } from 'node:net'
+import type { Stream } from '@libp2p/interface'
+
+export interface BridgeInit {
+  readonly socket: Socket
+  readonly stream: Stream
+  /** Sees, and may rewrite in place, every chunk going socket -> stream; throwing ends the bridge. */
+  readonly fromSocket?: ((chunk: Uint8Array) => void) | undefined
+  /** The same for stream -> socket. */
+  readonly fromStream?: ((chunk: Uint8Array) => void) | undefined
+}
+
+/** How a bridge ended: both sides closed in order, or cut (with the first error seen). */
+export interface BridgeEnd {
+  readonly clean: boolean
+  readonly error?: Error | undefined
+}
+
+/**
+ * Pipes a TCP socket and a libp2p stream into each other until both directions are done. The
+ * socket must allow half-open connections (`allowHalfOpen: true`) for half-closes to carry over.
+ *
+ * - Backpressure both ways: a full stream pauses the socket until 'drain' (stream.onDrain() only
+ *   waits once, so the event is used); a full socket pauses the stream until the socket drains.
+ * - Half-close travels: socket FIN -> stream close(), stream 'end' -> socket end().
+ * - Resets travel: a socket error aborts the stream; a stream that closes with an error, or
+ *   without the remote having closed its write side first (a dead peer looks like that), destroys
+ *   the socket.
+ */
+export function bridge(init: BridgeInit): Promise<BridgeEnd> {
+  const { socket, stream } = init
+  const { promise, resolve } = Promise.withResolvers<BridgeEnd>()
+  let failure: Error | undefined
+  let socketClosed = false
+  let streamClosed = false
+  let remoteClosedWrite = false
+
+  const settle = (): void => {
+    if (socketClosed && streamClosed) resolve({ clean: failure === undefined, error: failure })
+  }
+  const fail = (err: unknown): void => {
+    failure ??= err instanceof Error ? err : new Error(String(err))
+    stream.abort(failure)
+    socket.destroy()
+  }
+
+  socket.on('data', (chunk: Buffer) => {
+    try {
+      init.fromSocket?.(chunk)
+      if (!stream.send(chunk)) {
+        socket.pause()
+        waitDrain(stream).then(() => socket.resume(), fail)
+      }
+    } catch (err) {
+      fail(err)
+    }
+  })
+  let socketEnded = false
+  socket.on('end', () => {
+    socketEnded = true
+    stream.close().catch(fail)
+  })
+  socket.on('error', fail)
+  socket.on('close', () => {
+    socketClosed = true
+    // Sockets are half-open capable: 'close' without both FINs means it was destroyed.
+    if (!socketEnded || !socket.writableFinished) fail(new Error('socket closed before both sides ended'))
+    settle()
+  })
+
+  let waitingForSocket = false
+  stream.addEventListener('message', (evt) => {
+    const parts = evt.data instanceof Uint8Array ? [evt.data] : [...evt.data]
+    try {
+      socket.cork()
+      let ok = true
+      for (const part of parts) {
+        init.fromStream?.(part)
+        ok = socket.write(part)
+      }
+      socket.uncork()
+      if (!ok && !waitingForSocket) pauseUntilSocketDrains()
+    } catch (err) {
+      fail(err)
+    }
+  })
+  const pauseUntilSocketDrains = (): void => {
+    waitingForSocket = true
+    // Pausing synchronously inside a message that resume() dispatched would be undone by it; and
+    // 'drain' (a nextTick) can come before this microtask, in which case there is nothing to pause.
+    queueMicrotask(() => {
+      if (waitingForSocket && stream.readStatus === 'readable') stream.pause()
+    })
+    socket.once('drain', () => {
+      waitingForSocket = false
+      if (stream.readStatus === 'paused') stream.resume()
+    })
+  }
+  stream.addEventListener('remoteCloseWrite', () => (remoteClosedWrite = true))
+  stream.addEventListener('end', () => socket.end())
+  stream.addEventListener('close', (evt) => {
+    streamClosed = true
+    if (evt.error !== undefined) fail(evt.error)
+    else if (!remoteClosedWrite) fail(new Error('stream cut before the remote closed it'))
+    else if (!socket.writableEnded) socket.end()
+    settle()
+  })
+  return promise
+}
+
+/** Resolves when the stream can take more data; rejects if it closes first. */
+export function waitDrain(stream: Stream): Promise<void> {
+  if (!stream.writableNeedsDrain) return Promise.resolve()
+  return new Promise((resolve, reject) => {
+    const onDrain = (): void => {
+      stream.removeEventListener('close', onClose)
+      resolve()
+    }
+    const onClose = (evt: Event & { error?: Error }): void => {
+      stream.removeEventListener('drain', onDrain)
+      reject(evt.error ?? new Error('stream closed while waiting for drain'))
+    }
+    stream.addEventListener('drain', onDrain, { once: true })
+    stream.addEventListener('close', onClose, { once: true })
+  })
+}

@@ -1,0 +1,65 @@
+import { connect } from 'node:net'
+import type { Connection, Libp2p, Stream } from '@libp2p/interface'
+import { PROTOCOL } from '@frankenstein-mesh/protocol'
+import type { Logger } from 'pino'
+import { bridge } from './bridge.ts'
+import { RpcMeter, type RpcTraffic } from './rpc-meter.ts'
+
+export interface RpcServiceInit {
+  readonly node: Libp2p
+  /** Port of the worker's rpc-server on 127.0.0.1. */
+  readonly rpcServerPort: number | (() => number)
+  readonly logger: Logger
+  /** Decides whether a peer's stream may reach rpc-server; refused streams are reset at once. */
+  readonly authorize?: ((connection: Connection) => boolean) | undefined
+  /** Called with the counters of each RPC connection when it ends. */
+  readonly onEnd?: ((peer: string, traffic: RpcTraffic) => void) | undefined
+}
+
+export interface RpcService {
+  /** RPC connections now open. */
+  readonly open: number
+  stop(): Promise<void>
+}
+
+/**
+ * The agent's end of the tunnels: every stream on /frankenstein/rpc/1.0.0 becomes one TCP
+ * connection to the local rpc-server, after the RPC parser has checked the bytes it forwards.
+ */
+export async function startRpcService(init: RpcServiceInit): Promise<RpcService> {
+  const log = init.logger.child({ component: 'rpc-service' })
+  const open = new Set<Stream>()
+  const port =
+    typeof init.rpcServerPort === 'function' ? init.rpcServerPort : () => init.rpcServerPort as number
+
+  const handle = async (stream: Stream, connection: Connection): Promise<void> => {
+    const peer = connection.remotePeer.toString()
+    if (init.authorize !== undefined && !init.authorize(connection)) {
+      log.warn({ peer }, 'rpc stream refused')
+      stream.abort(new Error('not authorized'))
+      return
+    }
+    open.add(stream)
+    const meter = new RpcMeter()
+    const socket = connect({ host: '127.0.0.1', port: port(), noDelay: true, allowHalfOpen: true })
+    const end = await bridge({ socket, stream, fromStream: meter.request, fromSocket: meter.response })
+    open.delete(stream)
+    const traffic = meter.snapshot()
+    log.debug({ peer, clean: end.clean, error: end.error?.message, ...traffic }, 'rpc connection ended')
+    init.onEnd?.(peer, traffic)
+  }
+
+  await init.node.handle(PROTOCOL.rpc, (stream, connection) => void handle(stream, connection), {
+    maxInboundStreams: 64,
+    runOnLimitedConnection: true
+  })
+  return {
+    get open() {
+      return open.size
+    },
+    stop: async () => {
+      await init.node.unhandle(PROTOCOL.rpc)
+      for (const stream of open) stream.abort(new Error('rpc service stopping'))
+    }
+  }
+}
