@@ -1,0 +1,69 @@
+import { PoolName } from '@frankenstein-mesh/protocol'
+import { z } from 'zod'
+
+/** `a` or `a=2`: a pool and its weight in the agent's fair share between pools. */
+export const PoolWeight = z.string().transform((value, ctx) => {
+  const [name = '', weight = '1', ...rest] = value.split('=')
+  const pool = PoolName.safeParse(name)
+  const share = Number(weight)
+  if (!pool.success || rest.length > 0 || !Number.isFinite(share) || share <= 0 || share > 1000) {
+    ctx.addIssue({ code: 'custom', message: `"${value}" is not <pool> or <pool>=<weight> (weight 0-1000)` })
+    return z.NEVER
+  }
+  return { name: pool.data, weight: share }
+})
+
+export type PoolWeight = z.output<typeof PoolWeight>
+
+const UNITS: Record<string, number> = {
+  '': 1,
+  b: 1,
+  k: 1e3,
+  kb: 1e3,
+  kib: 1024,
+  m: 1e6,
+  mb: 1e6,
+  mib: 1024 ** 2,
+  g: 1e9,
+  gb: 1e9,
+  gib: 1024 ** 3,
+  t: 1e12,
+  tb: 1e12,
+  tib: 1024 ** 4
+}
+
+/** `8GiB`, `512MB`, `1073741824`: a byte count. */
+export const ByteSize = z.string().transform((value, ctx) => {
+  const match = /^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$/.exec(value)
+  const factor = match === null ? undefined : UNITS[(match[2] ?? '').toLowerCase()]
+  if (match === null || factor === undefined) {
+    ctx.addIssue({ code: 'custom', message: `"${value}" is not a size like 8GiB, 512MB or 1073741824` })
+    return z.NEVER
+  }
+  return Math.floor(Number(match[1]) * factor)
+})
+
+const Multiaddr = z.string().regex(/^\/[a-z0-9]+\//, 'a multiaddr starts with /, like /ip4/0.0.0.0/tcp/4001')
+
+export const JoinOptions = z
+  .object({
+    pool: z.array(PoolWeight).min(1, 'join at least one pool: --pool <name>'),
+    identity: z.string().min(1),
+    listen: z.array(Multiaddr).min(1),
+    announce: z.array(Multiaddr).default([]),
+    bootstrap: z.array(Multiaddr).default([]),
+    mdns: z.boolean().default(true),
+    memory: ByteSize.optional(),
+    threads: z.coerce.number().int().positive().max(1024).optional(),
+    rpcServerBin: z.string().min(1).optional(),
+    rpcPort: z.coerce.number().int().min(1).max(65535).optional(),
+    relayServer: z.boolean().default(false),
+    rendezvousRefresh: z.coerce.number().int().min(1).max(86_400).default(60)
+  })
+  .refine((o) => new Set(o.pool.map((p) => p.name)).size === o.pool.length, 'each pool may be joined once')
+  .refine(
+    (o) => !(o.rpcServerBin !== undefined && o.rpcPort !== undefined),
+    'use --rpc-server-bin or --rpc-port, not both'
+  )
+
+export type JoinOptions = z.output<typeof JoinOptions>

@@ -1,0 +1,3 @@
+export { startAgent, type Agent } from './agent.ts'
+export { JoinOptions, PoolWeight, ByteSize } from './config.ts'
+export { RpcServerSupervisor } from './rpc-server-supervisor.ts'
