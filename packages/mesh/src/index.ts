@@ -24,3 +24,5 @@ export {
 } from './rendezvous.ts'
 export { dialDiscovered } from './dial-discovered.ts'
 export { WorkerDirectory, type WorkerEntry, type WorkerDirectoryInit } from './worker-directory.ts'
+export { peerIdFromString } from '@libp2p/peer-id'
+export { multiaddr } from '@multiformats/multiaddr'
