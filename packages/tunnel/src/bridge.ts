@@ -1,5 +1,7 @@
 import type { Socket } from 'node:net'
 import type { Stream } from '@libp2p/interface'
+import { Uint8ArrayList } from 'uint8arraylist'
+import { halfWindowUpdates } from './window-updates.ts'
 
 export interface BridgeInit {
   readonly socket: Socket
@@ -29,6 +31,7 @@ export interface BridgeEnd {
  */
 export function bridge(init: BridgeInit): Promise<BridgeEnd> {
   const { socket, stream } = init
+  halfWindowUpdates(stream)
   const { promise, resolve } = Promise.withResolvers<BridgeEnd>()
   let failure: Error | undefined
   let socketClosed = false
@@ -44,20 +47,36 @@ export function bridge(init: BridgeInit): Promise<BridgeEnd> {
     socket.destroy()
   }
 
-  socket.on('data', (chunk: Buffer) => {
+  // Reads that arrive in one turn of the event loop leave as one message: one Yamux frame and
+  // one write instead of one per 64 KiB read (bulk), or per command/size/payload piece (RPC).
+  let pending: Buffer[] = []
+  const flush = (): void => {
+    if (pending.length === 0) return
+    const chunks = pending
+    pending = []
     try {
-      init.fromSocket?.(chunk)
-      if (!stream.send(chunk)) {
+      const ok = stream.send(chunks.length === 1 ? (chunks[0] as Buffer) : new Uint8ArrayList(...chunks))
+      if (!ok) {
         socket.pause()
         waitDrain(stream).then(() => socket.resume(), fail)
       }
     } catch (err) {
       fail(err)
     }
+  }
+  socket.on('data', (chunk: Buffer) => {
+    try {
+      init.fromSocket?.(chunk)
+    } catch (err) {
+      fail(err)
+      return
+    }
+    if (pending.push(chunk) === 1) setImmediate(flush)
   })
   let socketEnded = false
   socket.on('end', () => {
     socketEnded = true
+    if (pending.length > 0) flush()
     stream.close().catch(fail)
   })
   socket.on('error', fail)
