@@ -40,7 +40,8 @@ export async function startAgent(options: JoinOptions, logger: Logger): Promise<
     announce: options.announce.length > 0 ? options.announce : undefined,
     bootstrap: options.bootstrap,
     mdns: options.mdns,
-    relayServer: options.relayServer
+    relayServer: options.relayServer,
+    listenThroughRelay: options.relayListen
   })
   const pools = options.pool.map((p) => p.name)
   const offered = options.memory ?? Math.floor(rpc.device.free * 0.8)

@@ -61,6 +61,7 @@ export function buildProgram(signal: AbortSignal): Command {
       'use an rpc-server already listening on 127.0.0.1:<port> instead of starting one'
     )
     .option('--relay-server', 'relay connections for peers that cannot reach each other directly')
+    .option('--relay-listen', 'also be reachable through a relay (for a machine behind NAT or a firewall)')
     .option(
       '--rendezvous-refresh <seconds>',
       'how often to re-announce on the DHT and look for orchestrators',

@@ -58,6 +58,7 @@ export const JoinOptions = z
     rpcServerBin: z.string().min(1).optional(),
     rpcPort: z.coerce.number().int().min(1).max(65535).optional(),
     relayServer: z.boolean().default(false),
+    relayListen: z.boolean().default(false),
     rendezvousRefresh: z.coerce.number().int().min(1).max(86_400).default(60)
   })
   .refine((o) => new Set(o.pool.map((p) => p.name)).size === o.pool.length, 'each pool may be joined once')

@@ -103,7 +103,11 @@ export async function createMeshNode(init: MeshNodeInit): Promise<MeshNode> {
         }),
         autoNAT: autoNAT(),
         dcutr: dcutr(),
-        ...(init.relayServer === true ? { relay: circuitRelayServer() } : {})
+        // RPC is bulk traffic: the default relayed-connection limit (128 KiB, 2 minutes) would cut
+        // a model load short. A node relays only when its owner asked for it.
+        ...(init.relayServer === true
+          ? { relay: circuitRelayServer({ reservations: { applyDefaultLimit: false } }) }
+          : {})
       }
     })
   } catch (err) {
