@@ -2,6 +2,10 @@
  * The three ways llama.cpp RPC can travel between llama-server and rpc-servers, each built from
  * real processes: direct TCP, a plain two-hop TCP proxy chain (no encryption: the ceiling for any
  * tunnel on this machine), and our tunnel (orchestrator process -> libp2p -> mesh-agent process).
+ *
+ * A topology says where the far side (rpc-servers, agents) runs and how the near side (client,
+ * llama-server, orchestrator: this process) reaches it: on loopback, or across a shaped link
+ * between network namespaces with a delay relay in front of every far listener.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { mkdtemp, rm } from 'node:fs/promises'
@@ -18,30 +22,31 @@ export interface RpcPath {
   stop(): Promise<void>
 }
 
-/** Runs a command in a network namespace when `netns` is given. */
-export interface Placement {
-  readonly netns?: string | undefined
-  /** Address to listen on inside that namespace (default 127.0.0.1). */
-  readonly host?: string | undefined
+export interface Topology {
+  /** Network namespace of the far side; undefined: this one. */
+  readonly farNetns?: string | undefined
+  /** Makes the far side's `127.0.0.1:<port>` reachable from here; returns `host:port`. */
+  expose(port: number): Promise<string>
+  stop(): Promise<void>
 }
 
 const ROOT = join(import.meta.dirname, '..')
+const TOOLS = join(ROOT, 'bench', 'tools')
 
 interface Spawned {
   readonly child: ChildProcess
   readonly line: Record<string, unknown>
 }
 
-/** Spawns a node script and waits for the first JSON (or `listening <port>`) line on its stdout. */
+/** Spawns a node script (in a namespace when given) and waits for its first JSON or `listening <port>` line. */
 export async function spawnReady(
   script: string,
   args: readonly string[],
-  placement: Placement = {},
+  netns?: string,
   env: NodeJS.ProcessEnv = process.env
 ): Promise<Spawned> {
   const argv = [process.execPath, script, ...args]
-  const [file, ...rest] =
-    placement.netns === undefined ? argv : ['ip', 'netns', 'exec', placement.netns, ...argv]
+  const [file, ...rest] = netns === undefined ? argv : ['ip', 'netns', 'exec', netns, ...argv]
   const child = spawn(file as string, rest, { stdio: ['ignore', 'pipe', 'pipe'], env })
   const stderr: string[] = []
   createInterface({ input: child.stderr as NodeJS.ReadableStream }).on('line', (l) => stderr.push(l))
@@ -82,78 +87,89 @@ export async function stopAll(children: readonly ChildProcess[]): Promise<void> 
   )
 }
 
-export function directPath(targets: readonly string[]): RpcPath {
-  return { name: 'direct', endpoints: targets, stop: async () => {} }
+export function loopback(): Topology {
+  return { expose: (port) => Promise.resolve(`127.0.0.1:${port}`), stop: () => Promise.resolve() }
 }
 
-/** Two proxy processes per target: client -> proxy -> proxy -> target. */
-export async function proxyPath(
-  targets: readonly string[],
-  near: Placement = {},
-  far: Placement = near
-): Promise<RpcPath> {
+/** The far side in `netns` at `address`; every exposed port goes through a delay relay there. */
+export function acrossLink(netns: string, address: string, delayMs: number): Topology {
+  const relays: ChildProcess[] = []
+  return {
+    farNetns: netns,
+    expose: async (port) => {
+      const relay = await spawnReady(
+        join(TOOLS, 'delay-relay-process.ts'),
+        [address, String(port), String(delayMs)],
+        netns
+      )
+      relays.push(relay.child)
+      return `${address}:${String(relay.line['port'])}`
+    },
+    stop: () => stopAll(relays)
+  }
+}
+
+/** A far-side server process (sink or rpc-server); returns its far-local port. */
+export async function startFar(
+  topology: Topology,
+  script: string,
+  args: readonly string[] = []
+): Promise<{ port: number; child: ChildProcess }> {
+  const { child, line } = await spawnReady(join(TOOLS, script), args, topology.farNetns)
+  return { port: Number(line['port']), child }
+}
+
+export async function directPath(topology: Topology, ports: readonly number[]): Promise<RpcPath> {
+  const endpoints = await Promise.all(ports.map((p) => topology.expose(p)))
+  return { name: 'direct', endpoints, stop: () => Promise.resolve() }
+}
+
+/** Two proxy processes per target: here -> proxy (near) -> link -> proxy (far) -> target. */
+export async function proxyPath(topology: Topology, ports: readonly number[]): Promise<RpcPath> {
   const children: ChildProcess[] = []
   const endpoints: string[] = []
-  const script = join(ROOT, 'bench', 'tools', 'tcp-proxy.ts')
-  for (const target of targets) {
-    const [host = '', port = ''] = target.split(':')
-    const farHost = far.host ?? '127.0.0.1'
-    const second = await spawnReady(script, [host, port, farHost], far)
-    const first = await spawnReady(
-      script,
-      [farHost, String(second.line['port']), near.host ?? '127.0.0.1'],
-      near
-    )
-    children.push(second.child, first.child)
-    endpoints.push(`${near.host ?? '127.0.0.1'}:${String(first.line['port'])}`)
+  const script = join(TOOLS, 'tcp-proxy.ts')
+  for (const port of ports) {
+    const far = await spawnReady(script, ['127.0.0.1', String(port)], topology.farNetns)
+    const [host = '', exposed = ''] = (await topology.expose(Number(far.line['port']))).split(':')
+    const near = await spawnReady(script, [host, exposed])
+    children.push(far.child, near.child)
+    endpoints.push(`127.0.0.1:${String(near.line['port'])}`)
   }
   return { name: 'proxy', endpoints, stop: () => stopAll(children) }
 }
 
-/**
- * One mesh-agent process per target (using that rpc-server, `--rpc-port`) and one orchestrator
- * process holding a tunnel to each. `announce` lets an agent be reached through something in
- * front of it (the delay relay of the shaped-link bench).
- */
-export async function tunnelPath(
-  targets: readonly string[],
-  near: Placement = {},
-  far: Placement = near,
-  announce?: (agentPort: number, index: number) => Promise<string>
-): Promise<RpcPath> {
+/** One mesh-agent per target (`--rpc-port`), and one orchestrator process holding a tunnel to each. */
+export async function tunnelPath(topology: Topology, ports: readonly number[]): Promise<RpcPath> {
   const children: ChildProcess[] = []
   const dir = await mkdtemp(join(tmpdir(), 'fm-bench-'))
   const addresses: string[] = []
   const agentBin = join(ROOT, 'apps', 'mesh-agent', 'src', 'bin.ts')
-  for (const [i, target] of targets.entries()) {
-    const port = target.split(':')[1] ?? ''
-    const agent = await spawnReady(
-      agentBin,
-      [
-        'join',
-        '--pool',
-        'bench',
-        '--identity',
-        join(dir, `agent-${i}.key`),
-        '--listen',
-        `/ip4/${far.host ?? '127.0.0.1'}/tcp/0`,
-        '--no-mdns',
-        '--rpc-port',
-        port
-      ],
-      far,
-      { ...process.env, FM_LOG_LEVEL: 'warn' }
-    )
+  for (const [i, port] of ports.entries()) {
+    const args = [
+      'join',
+      '--pool',
+      'bench',
+      '--identity',
+      join(dir, `agent-${i}.key`),
+      '--listen',
+      '/ip4/127.0.0.1/tcp/0',
+      '--no-mdns',
+      '--rpc-port',
+      String(port)
+    ]
+    const agent = await spawnReady(agentBin, args, topology.farNetns, {
+      ...process.env,
+      FM_LOG_LEVEL: 'warn'
+    })
     children.push(agent.child)
-    const peer = String(agent.line['peerId'])
     const listenAddr = (agent.line['addresses'] as string[])[0] ?? ''
-    const agentPort = Number(/\/tcp\/(\d+)\//.exec(listenAddr)?.[1])
-    addresses.push(announce === undefined ? listenAddr : `${await announce(agentPort, i)}/p2p/${peer}`)
+    const [host = '', exposed = ''] = (
+      await topology.expose(Number(/\/tcp\/(\d+)\//.exec(listenAddr)?.[1]))
+    ).split(':')
+    addresses.push(`/ip4/${host}/tcp/${exposed}/p2p/${String(agent.line['peerId'])}`)
   }
-  const orch = await spawnReady(join(ROOT, 'bench', 'tools', 'orch-tunnels.ts'), addresses, near, {
-    ...process.env,
-    FM_LISTEN: `/ip4/${near.host ?? '127.0.0.1'}/tcp/0`
-  })
+  const orch = await spawnReady(join(TOOLS, 'orch-tunnels.ts'), addresses)
   children.push(orch.child)
   return {
     name: 'tunnel',

@@ -4,9 +4,14 @@
  * rpc-servers) tokens/s and model load time for the tiny and the ~1.5 GB model. Rounds alternate
  * the paths so that the ratios hold on a noisy machine.
  *
- * Usage: node bench/tunnel.ts [--rounds N] [--skip-large] [--bulk-mib N] [--round-trips N]
+ * --scenario shaped runs the far side (rpc-servers, agents) in a network namespace of its own,
+ * behind a veth link rate-limited to 1 Gbit/s (tbf) with a delay relay holding each direction for
+ * 10 ms (20 ms RTT; this kernel has no netem). Needs root.
+ *
+ * Usage: node bench/tunnel.ts [--scenario loopback|shaped] [--rounds N] [--skip-large]
+ *                             [--bulk-mib N] [--round-trips N]
  */
-import { join } from 'node:path'
+import { spawn } from 'node:child_process'
 import { parseArgs } from 'node:util'
 import {
   LARGE_MODEL,
@@ -15,19 +20,22 @@ import {
   ensureBinaries,
   ensureModel,
   startLlamaServer,
-  startRpcServer,
   type LlamaBinaries,
   type LlamaModelSpec
 } from '@frankenstein-mesh/llama'
 import { generate, machine, median, saveResult, table } from './lib.ts'
+import { createNetwork, netnsAvailable } from '../test/fixtures/netns.ts'
 import {
+  acrossLink,
   directPath,
+  loopback,
   proxyPath,
-  spawnReady,
+  startFar,
   stopAll,
   tunnelPath,
   type PathName,
-  type RpcPath
+  type RpcPath,
+  type Topology
 } from './paths.ts'
 import { bulkThroughput, percentile, roundTrips } from './transport.ts'
 
@@ -36,7 +44,10 @@ const { values } = parseArgs({
     rounds: { type: 'string', default: '3' },
     'skip-large': { type: 'boolean', default: false },
     'bulk-mib': { type: 'string', default: '512' },
-    'round-trips': { type: 'string', default: '2000' }
+    'round-trips': { type: 'string', default: '2000' },
+    scenario: { type: 'string', default: 'loopback' },
+    'far-netns': { type: 'string' },
+    'far-address': { type: 'string' }
   }
 })
 const rounds = Number(values.rounds)
@@ -44,15 +55,19 @@ const logger = createLogger({ name: 'bench', level: 'warn' })
 const PATHS: readonly PathName[] = ['direct', 'proxy', 'tunnel']
 const say = (text: string): void => void process.stderr.write(`${text}\n`)
 
-async function buildPaths(targets: readonly string[]): Promise<Record<PathName, RpcPath>> {
-  return { direct: directPath(targets), proxy: await proxyPath(targets), tunnel: await tunnelPath(targets) }
+async function buildPaths(topology: Topology, ports: readonly number[]): Promise<Record<PathName, RpcPath>> {
+  return {
+    direct: await directPath(topology, ports),
+    proxy: await proxyPath(topology, ports),
+    tunnel: await tunnelPath(topology, ports)
+  }
 }
 
-async function transport(): Promise<
-  Record<PathName, { mbPerSecond: number[]; p50us: number[]; p99us: number[] }>
-> {
-  const sink = await spawnReady(join(import.meta.dirname, 'tools', 'rpc-sink-process.ts'), [])
-  const paths = await buildPaths([`127.0.0.1:${String(sink.line['port'])}`])
+async function transport(
+  topology: Topology
+): Promise<Record<PathName, { mbPerSecond: number[]; p50us: number[]; p99us: number[] }>> {
+  const sink = await startFar(topology, 'rpc-sink-process.ts', ['127.0.0.1'])
+  const paths = await buildPaths(topology, [sink.port])
   const out = Object.fromEntries(
     PATHS.map((p) => [p, { mbPerSecond: [] as number[], p50us: [] as number[], p99us: [] as number[] }])
   ) as Record<PathName, { mbPerSecond: number[]; p50us: number[]; p99us: number[] }>
@@ -77,9 +92,14 @@ async function transport(): Promise<
   return out
 }
 
-async function endToEnd(bins: LlamaBinaries, specs: Array<[LlamaModelSpec, number]>) {
-  const workers = await Promise.all([0, 1].map(() => startRpcServer({ binary: bins.rpcServer, logger })))
-  const paths = await buildPaths(workers.map((w) => w.endpoint))
+async function endToEnd(topology: Topology, bins: LlamaBinaries, specs: Array<[LlamaModelSpec, number]>) {
+  const workers = await Promise.all(
+    [0, 1].map(() => startFar(topology, 'rpc-server-process.ts', [bins.rpcServer]))
+  )
+  const paths = await buildPaths(
+    topology,
+    workers.map((w) => w.port)
+  )
   const results = []
   try {
     for (const [spec, tokens] of specs) {
@@ -118,19 +138,62 @@ async function endToEnd(bins: LlamaBinaries, specs: Array<[LlamaModelSpec, numbe
     }
   } finally {
     await Promise.all(PATHS.map((p) => paths[p].stop()))
-    await Promise.all(workers.map((w) => w.stop()))
+    await stopAll(workers.map((w) => w.child))
   }
   return results
 }
 
+/** Shaped: build the two hosts, then run this bench again inside the near one. */
+async function runShaped(): Promise<void> {
+  const netns = await netnsAvailable()
+  if (!netns.ok) throw new Error(`the shaped scenario needs network namespaces: ${netns.reason}`)
+  const network = await createNetwork({ name: 'bench', hosts: 2 })
+  try {
+    const [near, far] = network.hosts
+    if (near === undefined || far === undefined) throw new Error('network without hosts')
+    for (const host of network.hosts) await network.shape(host, { rateMbit: 1000 })
+    const args = process.argv.slice(2).filter((a) => !a.startsWith('--scenario') && a !== 'shaped')
+    const inner = spawn(
+      'ip',
+      [
+        'netns',
+        'exec',
+        near.name,
+        process.execPath,
+        import.meta.filename,
+        ...args,
+        '--scenario',
+        'shaped-inner',
+        '--far-netns',
+        far.name,
+        '--far-address',
+        far.address
+      ],
+      { stdio: 'inherit' }
+    )
+    const code = await new Promise<number | null>((resolve) => inner.once('exit', resolve))
+    if (code !== 0) throw new Error(`shaped run exited with ${code}`)
+  } finally {
+    await network.destroy()
+  }
+}
+
+if (values.scenario === 'shaped') {
+  await runShaped()
+  process.exit(0)
+}
+const shaped = values.scenario === 'shaped-inner'
+const topology = shaped ? acrossLink(values['far-netns'] ?? '', values['far-address'] ?? '', 10) : loopback()
 const bins = await ensureBinaries({ logger })
 const specs: Array<[LlamaModelSpec, number]> = [[TINY_MODEL, 64]]
 if (!values['skip-large']) specs.push([LARGE_MODEL, 16])
-const transportResult = await transport()
-const e2e = await endToEnd(bins, specs)
-const path = await saveResult('tunnel', {
+const transportResult = await transport(topology)
+const e2e = await endToEnd(topology, bins, specs)
+await topology.stop()
+const scenario = shaped ? 'shaped link (1 Gbit/s, 20 ms RTT, netns)' : 'loopback'
+const path = await saveResult(shaped ? 'tunnel-shaped' : 'tunnel', {
   bench: 'tunnel',
-  scenario: 'loopback',
+  scenario,
   date: new Date().toISOString(),
   machine: machine(),
   rounds,
@@ -139,22 +202,24 @@ const path = await saveResult('tunnel', {
 })
 
 const f = (n: number, digits = 0): string => n.toFixed(digits)
-const ratio = (a: number, b: number): string => (a / b).toFixed(2)
+/** Median of per-round ratios: each round measured both paths back to back, so noise cancels. */
+const ratio = (path: readonly number[], direct: readonly number[]): string =>
+  median(path.map((v, i) => v / (direct[i] ?? NaN))).toFixed(2)
 const t = transportResult
-console.log('Transport (loopback): bulk MB/s and 4 KiB round trip, medians\n')
+console.log(`Transport (${scenario}): bulk MB/s and 4 KiB round trip, medians\n`)
 console.log(
   table(
     ['path', 'bulk MB/s', 'vs direct', 'RTT p50 us', 'RTT p99 us'],
     PATHS.map((p) => [
       p,
       f(median(t[p].mbPerSecond)),
-      ratio(median(t[p].mbPerSecond), median(t.direct.mbPerSecond)),
+      ratio(t[p].mbPerSecond, t.direct.mbPerSecond),
       f(median(t[p].p50us)),
       f(median(t[p].p99us))
     ])
   )
 )
-console.log('\nEnd to end (llama-server over two rpc-servers), medians\n')
+console.log(`\nEnd to end (${scenario}, llama-server over two rpc-servers), medians\n`)
 console.log(
   table(
     ['model', 'path', 'tok/s', 'vs direct', 'load s', 'vs direct', 'same tokens'],
@@ -163,12 +228,14 @@ console.log(
         m.model,
         p,
         f(median(m.paths[p].tokensPerSecond), 1),
-        ratio(median(m.paths[p].tokensPerSecond), median(m.paths.direct.tokensPerSecond)),
+        ratio(m.paths[p].tokensPerSecond, m.paths.direct.tokensPerSecond),
         f(median(m.paths[p].loadSeconds), 2),
-        ratio(median(m.paths[p].loadSeconds), median(m.paths.direct.loadSeconds)),
+        ratio(m.paths[p].loadSeconds, m.paths.direct.loadSeconds),
         m.identicalTokens ? 'yes' : 'NO'
       ])
     )
   )
 )
-console.log(`\n${rounds} alternating rounds; raw figures in ${path}`)
+console.log(
+  `\n${rounds} alternating rounds; "vs direct" is the median of per-round ratios; raw figures in ${path}`
+)
