@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict'
+import { readFile } from 'node:fs/promises'
 import { describe, it } from 'node:test'
 import { describeExit, silentLogger, startProcess } from '../src/index.ts'
 
@@ -58,3 +59,38 @@ describe('startProcess', () => {
     assert.equal(proc.running, false)
   })
 })
+
+describe(
+  'startProcess on Linux',
+  { skip: process.platform === 'linux' ? false : 'parent-death signal is Linux only' },
+  () => {
+    it('takes the child down when its parent is killed with SIGKILL', async () => {
+      const { spawn } = await import('node:child_process')
+      const module = new URL('../src/process/managed-process.ts', import.meta.url).href
+      const logger = new URL('../src/logger.ts', import.meta.url).href
+      const script = `
+      const { startProcess } = await import(${JSON.stringify(module)})
+      const { silentLogger } = await import(${JSON.stringify(logger)})
+      const child = startProcess({ name: 'orphan', command: process.execPath, args: ['-e', 'setInterval(() => {}, 1000)'], logger: silentLogger() })
+      console.log(child.pid)
+      setInterval(() => {}, 1000)`
+      const parent = spawn(process.execPath, ['--input-type=module', '-e', script], {
+        stdio: ['ignore', 'pipe', 'inherit']
+      })
+      const childPid = await new Promise<number>((resolve) =>
+        parent.stdout.once('data', (chunk: Buffer) => resolve(Number(chunk.toString().trim())))
+      )
+      assert.ok(childPid > 0)
+      parent.kill('SIGKILL')
+      const deadline = Date.now() + 5_000
+      let alive = true
+      while (alive && Date.now() < deadline) {
+        await new Promise((resolve) => setTimeout(resolve, 50))
+        // A killed orphan stays a zombie until init reaps it: that counts as dead.
+        const stat = await readFile(`/proc/${childPid}/stat`, 'utf8').catch(() => '')
+        alive = stat !== '' && !/^\d+ \(.*\) Z/.test(stat)
+      }
+      assert.equal(alive, false, 'the child outlived its parent')
+    })
+  }
+)

@@ -1,4 +1,6 @@
-import { spawn, type ChildProcess } from 'node:child_process'
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
+import { accessSync, constants } from 'node:fs'
+import { delimiter, join } from 'node:path'
 import { createInterface } from 'node:readline'
 import type { Logger } from 'pino'
 import { ProcessError } from '../errors.ts'
@@ -51,13 +53,53 @@ function track(child: ChildProcess): void {
   child.once('exit', () => live.delete(child))
 }
 
+let deathSignalWrapper: string[] | undefined
+
+/**
+ * On Linux, `setpriv --pdeathsig KILL` makes the kernel kill the child when we die, however we
+ * die (SIGKILL, OOM): an agent that crashes must not leave its rpc-server behind. setpriv execs
+ * the command, so the pid is the command's own. Elsewhere the exit hook above is the only guard.
+ */
+function dieWithParent(): string[] {
+  if (deathSignalWrapper === undefined) {
+    deathSignalWrapper = []
+    if (process.platform === 'linux') {
+      try {
+        const help = execFileSync('setpriv', ['--help'], {
+          encoding: 'utf8',
+          stdio: ['ignore', 'pipe', 'ignore'],
+          timeout: 5_000
+        })
+        if (help.includes('--pdeathsig')) deathSignalWrapper = ['setpriv', '--pdeathsig', 'KILL', '--']
+      } catch {
+        // no setpriv: a plain spawn
+      }
+    }
+  }
+  return deathSignalWrapper
+}
+
+function executable(command: string): boolean {
+  const candidates = command.includes('/')
+    ? [command]
+    : (process.env['PATH'] ?? '').split(delimiter).map((dir) => join(dir, command))
+  return candidates.some((path) => {
+    try {
+      accessSync(path, constants.X_OK)
+      return true
+    } catch {
+      return false
+    }
+  })
+}
+
 export function startProcess(init: ManagedProcessInit): ManagedProcess {
   const stopTimeoutMs = init.stopTimeoutMs ?? 5_000
   const tailLines = init.tailLines ?? 40
-  const child = spawn(init.command, init.args, {
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: init.env ?? process.env
-  })
+  // A command that cannot run is spawned plainly, so that it fails as a spawn error (ENOENT).
+  const wrapper = executable(init.command) ? dieWithParent() : []
+  const [command = init.command, ...args] = [...wrapper, init.command, ...init.args]
+  const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'], env: init.env ?? process.env })
   const log = init.logger.child({ component: init.name, childPid: child.pid })
   const tail: string[] = []
   let requested = false
