@@ -98,17 +98,27 @@ describe('RPC through the mesh, found by discovery', { timeout: 240_000 }, () =>
     ...extra
   ]
 
-  it('finds two agents by mDNS and gives the direct-RPC tokens through their tunnels', async () => {
-    const orchestrator = await createMeshNode({
+  /** An orchestrator's node (loopback) that dials what it discovers and keeps a view of `pool`. */
+  const orchestratorFor = async (
+    pool: string,
+    options: { mdns?: boolean; bootstrap?: string[]; expiryMs?: number } = {}
+  ) => {
+    const node = await createMeshNode({
       privateKey: await ephemeralPrivateKey(),
       listen: ['/ip4/127.0.0.1/tcp/0'],
-      mdns: true,
-      mdnsIntervalMs: 500
+      mdns: options.mdns,
+      mdnsIntervalMs: 500,
+      bootstrap: options.bootstrap
     })
-    nodes.push(orchestrator)
-    dialDiscovered(orchestrator, logger)
-    const directory = new WorkerDirectory({ node: orchestrator, pool: 'tunnel-test', logger, refreshMs: 500 })
+    nodes.push(node)
+    const dial = dialDiscovered(node, logger)
+    const directory = new WorkerDirectory({ node, pool, logger, refreshMs: 300, expiryMs: options.expiryMs })
     directory.start()
+    return { node, dial, directory }
+  }
+
+  it('finds two agents by mDNS and gives the direct-RPC tokens through their tunnels', async () => {
+    const { node: orchestrator, directory } = await orchestratorFor('tunnel-test', { mdns: true })
     const mdnsAgents = await Promise.all(['m1', 'm2'].map((n) => spawnAgent(agentArgs(n, []))))
     agents.push(...mdnsAgents)
     const ms = await waitForWorkers(directory, 2, 30_000)
@@ -139,15 +149,11 @@ describe('RPC through the mesh, found by discovery', { timeout: 240_000 }, () =>
     })
     nodes.push(bootstrap)
     const bootstrapAddr = bootstrap.getMultiaddrs()[0]?.toString() ?? ''
-    const orchestrator = await createMeshNode({
-      privateKey: await ephemeralPrivateKey(),
-      listen: ['/ip4/127.0.0.1/tcp/0'],
-      bootstrap: [bootstrapAddr]
-    })
-    nodes.push(orchestrator)
-    const dial = dialDiscovered(orchestrator, logger)
-    const directory = new WorkerDirectory({ node: orchestrator, pool: 'dht-test', logger, refreshMs: 500 })
-    directory.start()
+    const {
+      node: orchestrator,
+      dial,
+      directory
+    } = await orchestratorFor('dht-test', { bootstrap: [bootstrapAddr] })
     const rendezvous = startRendezvous({
       node: orchestrator,
       pools: ['dht-test'],
@@ -191,22 +197,7 @@ describe('RPC through the mesh, found by discovery', { timeout: 240_000 }, () =>
   })
 
   it('drops a worker from the view once it is gone', async () => {
-    const orchestrator = await createMeshNode({
-      privateKey: await ephemeralPrivateKey(),
-      listen: ['/ip4/127.0.0.1/tcp/0'],
-      mdns: true,
-      mdnsIntervalMs: 500
-    })
-    nodes.push(orchestrator)
-    dialDiscovered(orchestrator, logger)
-    const directory = new WorkerDirectory({
-      node: orchestrator,
-      pool: 'expiry-test',
-      logger,
-      refreshMs: 300,
-      expiryMs: 1_500
-    })
-    directory.start()
+    const { directory } = await orchestratorFor('expiry-test', { mdns: true, expiryMs: 1_500 })
     try {
       const agent = await spawnAgent(
         agentArgs('x1', []).map((a) => (a === 'tunnel-test' ? 'expiry-test' : a))
