@@ -3,14 +3,23 @@ import type { Stream } from '@libp2p/interface'
 import { Uint8ArrayList } from 'uint8arraylist'
 import { halfWindowUpdates } from './window-updates.ts'
 
+/**
+ * Decides what of a chunk goes on: it calls `forward` with the bytes to pass (the chunk itself,
+ * pieces of it, rewritten pieces) and may hold back what it cannot judge yet. Throwing ends the
+ * bridge; nothing of the offending chunk has been forwarded then.
+ */
+export type Gate = (chunk: Uint8Array, forward: (bytes: Uint8Array) => void) => void
+
 export interface BridgeInit {
   readonly socket: Socket
   readonly stream: Stream
-  /** Sees, and may rewrite in place, every chunk going socket -> stream; throwing ends the bridge. */
-  readonly fromSocket?: ((chunk: Uint8Array) => void) | undefined
-  /** The same for stream -> socket. */
-  readonly fromStream?: ((chunk: Uint8Array) => void) | undefined
+  /** Gate for socket -> stream; everything passes when absent. */
+  readonly fromSocket?: Gate | undefined
+  /** Gate for stream -> socket. */
+  readonly fromStream?: Gate | undefined
 }
+
+const passThrough: Gate = (chunk, forward) => forward(chunk)
 
 /** How a bridge ended: both sides closed in order, or cut (with the first error seen). */
 export interface BridgeEnd {
@@ -49,13 +58,16 @@ export function bridge(init: BridgeInit): Promise<BridgeEnd> {
 
   // Reads that arrive in one turn of the event loop leave as one message: one Yamux frame and
   // one write instead of one per 64 KiB read (bulk), or per command/size/payload piece (RPC).
-  let pending: Buffer[] = []
+  let pending: Uint8Array[] = []
+  const toStream = (bytes: Uint8Array): void => {
+    if (pending.push(bytes) === 1) setImmediate(flush)
+  }
   const flush = (): void => {
     if (pending.length === 0) return
     const chunks = pending
     pending = []
     try {
-      const ok = stream.send(chunks.length === 1 ? (chunks[0] as Buffer) : new Uint8ArrayList(...chunks))
+      const ok = stream.send(chunks.length === 1 ? (chunks[0] as Uint8Array) : new Uint8ArrayList(...chunks))
       if (!ok) {
         socket.pause()
         waitDrain(stream).then(() => socket.resume(), fail)
@@ -64,14 +76,14 @@ export function bridge(init: BridgeInit): Promise<BridgeEnd> {
       fail(err)
     }
   }
+  const fromSocket = init.fromSocket ?? passThrough
   socket.on('data', (chunk: Buffer) => {
     try {
-      init.fromSocket?.(chunk)
+      fromSocket(chunk, toStream)
     } catch (err) {
+      pending = []
       fail(err)
-      return
     }
-    if (pending.push(chunk) === 1) setImmediate(flush)
   })
   let socketEnded = false
   socket.on('end', () => {
@@ -88,20 +100,23 @@ export function bridge(init: BridgeInit): Promise<BridgeEnd> {
   })
 
   let waitingForSocket = false
+  let socketFull = false
+  const fromStream = init.fromStream ?? passThrough
+  const toSocket = (bytes: Uint8Array): void => {
+    socketFull = !socket.write(bytes)
+  }
   stream.addEventListener('message', (evt) => {
     const parts = evt.data instanceof Uint8Array ? [evt.data] : [...evt.data]
+    socket.cork()
     try {
-      socket.cork()
-      let ok = true
-      for (const part of parts) {
-        init.fromStream?.(part)
-        ok = socket.write(part)
-      }
-      socket.uncork()
-      if (!ok && !waitingForSocket) pauseUntilSocketDrains()
+      for (const part of parts) fromStream(part, toSocket)
     } catch (err) {
       fail(err)
+      return
+    } finally {
+      socket.uncork()
     }
+    if (socketFull && !waitingForSocket) pauseUntilSocketDrains()
   })
   const pauseUntilSocketDrains = (): void => {
     waitingForSocket = true

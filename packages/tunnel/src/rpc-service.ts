@@ -3,7 +3,7 @@ import type { Connection, Libp2p, Stream } from '@libp2p/interface'
 import { PROTOCOL } from '@frankenstein-mesh/protocol'
 import type { Logger } from 'pino'
 import { bridge } from './bridge.ts'
-import { RpcMeter, type RpcTraffic } from './rpc-meter.ts'
+import { RpcGate, type RpcTraffic } from './rpc-gate.ts'
 
 export interface RpcServiceInit {
   readonly node: Libp2p
@@ -40,11 +40,11 @@ export async function startRpcService(init: RpcServiceInit): Promise<RpcService>
       return
     }
     open.add(stream)
-    const meter = new RpcMeter()
+    const gate = new RpcGate()
     const socket = connect({ host: '127.0.0.1', port: port(), noDelay: true, allowHalfOpen: true })
-    const end = await bridge({ socket, stream, fromStream: meter.request, fromSocket: meter.response })
+    const end = await bridge({ socket, stream, fromStream: gate.request, fromSocket: gate.response })
     open.delete(stream)
-    const traffic = meter.snapshot()
+    const traffic = gate.snapshot()
     log.debug({ peer, clean: end.clean, error: end.error?.message, ...traffic }, 'rpc connection ended')
     init.onEnd?.(peer, traffic)
   }

@@ -3,7 +3,7 @@ import type { Libp2p, PeerId } from '@libp2p/interface'
 import { PROTOCOL } from '@frankenstein-mesh/protocol'
 import type { Logger } from 'pino'
 import { bridge } from './bridge.ts'
-import { RpcMeter, type RpcTraffic } from './rpc-meter.ts'
+import { RpcGate, type RpcTraffic } from './rpc-gate.ts'
 
 export interface RpcTunnelInit {
   readonly node: Libp2p
@@ -32,7 +32,7 @@ export interface RpcTunnel {
  */
 export async function startRpcTunnel(init: RpcTunnelInit): Promise<RpcTunnel> {
   const log = init.logger.child({ component: 'rpc-tunnel', peer: init.peer.toString() })
-  const meters: RpcMeter[] = []
+  const gates: RpcGate[] = []
   const sockets = new Set<Socket>()
   const server: Server = createServer({ noDelay: true, allowHalfOpen: true }, (socket) => {
     sockets.add(socket)
@@ -42,8 +42,8 @@ export async function startRpcTunnel(init: RpcTunnelInit): Promise<RpcTunnel> {
   })
 
   const carry = async (socket: Socket): Promise<void> => {
-    const meter = new RpcMeter()
-    meters.push(meter)
+    const gate = new RpcGate()
+    gates.push(gate)
     let stream
     try {
       stream = await init.node.dialProtocol(init.peer, PROTOCOL.rpc, {
@@ -56,8 +56,8 @@ export async function startRpcTunnel(init: RpcTunnelInit): Promise<RpcTunnel> {
       return
     }
     socket.resume()
-    const end = await bridge({ socket, stream, fromSocket: meter.request, fromStream: meter.response })
-    log.debug({ clean: end.clean, error: end.error?.message, ...meter.snapshot() }, 'rpc connection ended')
+    const end = await bridge({ socket, stream, fromSocket: gate.request, fromStream: gate.response })
+    log.debug({ clean: end.clean, error: end.error?.message, ...gate.snapshot() }, 'rpc connection ended')
   }
 
   await new Promise<void>((resolve, reject) => {
@@ -74,7 +74,7 @@ export async function startRpcTunnel(init: RpcTunnelInit): Promise<RpcTunnel> {
     get open() {
       return sockets.size
     },
-    traffic: () => meters.map((m) => m.snapshot()),
+    traffic: () => gates.map((g) => g.snapshot()),
     close: async () => {
       for (const socket of sockets) socket.destroy()
       await new Promise<void>((resolve) => server.close(() => resolve()))

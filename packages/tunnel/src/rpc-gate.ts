@@ -8,6 +8,7 @@ import {
   RpcResponseParser,
   commandName
 } from '@frankenstein-mesh/llama'
+import type { Gate } from './bridge.ts'
 
 /** Counters of one RPC connection, as a tunnel end saw them. */
 export interface RpcTraffic {
@@ -21,18 +22,21 @@ export interface RpcTraffic {
 }
 
 /**
- * Runs the RPC parsers over both directions of one connection: it counts commands and bytes,
- * and zeroes the HELLO transport capabilities both ways so that llama-server and rpc-server never
- * negotiate a transport (RDMA) that would bypass the tunnel. A protocol violation throws, which
- * ends the bridge that called it.
+ * The gate of one RPC connection: both directions pass through the RPC parsers, and only what
+ * they have validated goes on (a header is held back until it is whole and checked). It counts
+ * commands and bytes, and zeroes the HELLO transport capabilities both ways so that llama-server
+ * and rpc-server never negotiate a transport (RDMA) that would bypass the tunnel. A protocol
+ * violation throws, which ends the bridge that called it before the bad frame goes anywhere.
  */
-export class RpcMeter {
+export class RpcGate {
   private readonly counts = new Uint32Array(COMMAND_COUNT)
   private requestBytes = 0
   private responseBytes = 0
   private uploadBytes = 0
   private readonly requests: RpcRequestParser
   private readonly responses: RpcResponseParser
+  private forwardRequest: (bytes: Uint8Array) => void = () => {}
+  private forwardResponse: (bytes: Uint8Array) => void = () => {}
 
   constructor() {
     const pending = new PendingResponses()
@@ -41,9 +45,11 @@ export class RpcMeter {
       onFrame: (frame) => {
         this.counts[frame.command] = (this.counts[frame.command] ?? 0) + 1
         if (frame.command === RpcCommand.Hello) frame.bytes.fill(0, REQUEST_HEADER_SIZE)
+        this.forwardRequest(frame.bytes)
       },
       onBody: (bytes) => {
         this.uploadBytes += bytes.length
+        this.forwardRequest(bytes)
       }
     })
     this.responses = new RpcResponseParser({
@@ -51,19 +57,23 @@ export class RpcMeter {
       onFrame: (frame) => {
         // HELLO reply: major, minor, patch, padding, then the caps.
         if (frame.command === RpcCommand.Hello) frame.bytes.fill(0, RESPONSE_HEADER_SIZE + 4)
-      }
+        this.forwardResponse(frame.bytes)
+      },
+      onBody: (bytes) => this.forwardResponse(bytes)
     })
   }
 
-  /** Feed every chunk llama-server sends, before it is forwarded. */
-  readonly request = (chunk: Uint8Array): void => {
+  /** Gate for what llama-server sends towards rpc-server. */
+  readonly request: Gate = (chunk, forward) => {
     this.requestBytes += chunk.length
+    this.forwardRequest = forward
     this.requests.push(chunk)
   }
 
-  /** Feed every chunk rpc-server sends, before it is forwarded. */
-  readonly response = (chunk: Uint8Array): void => {
+  /** Gate for what rpc-server sends back. */
+  readonly response: Gate = (chunk, forward) => {
     this.responseBytes += chunk.length
+    this.forwardResponse = forward
     this.responses.push(chunk)
   }
 

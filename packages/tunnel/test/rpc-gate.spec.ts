@@ -1,0 +1,82 @@
+import assert from 'node:assert/strict'
+import { describe, it } from 'node:test'
+import {
+  CONN_CAPS_SIZE,
+  RpcCommand,
+  encodeRequest,
+  encodeResponse,
+  encodeTensor
+} from '@frankenstein-mesh/llama'
+import { RpcGate } from '../src/index.ts'
+
+const u64 = (n: number): Buffer => {
+  const b = Buffer.alloc(8)
+  b.writeBigUInt64LE(BigInt(n))
+  return b
+}
+const hello = encodeRequest(RpcCommand.Hello, Buffer.alloc(CONN_CAPS_SIZE, 0xaa))
+const upload = encodeRequest(
+  RpcCommand.SetTensor,
+  Buffer.concat([encodeTensor({ id: 1n }), u64(0), Buffer.alloc(3000, 5)])
+)
+const read = encodeRequest(RpcCommand.GetTensor, Buffer.concat([encodeTensor({ id: 1n }), u64(0), u64(100)]))
+const session = Buffer.concat([hello, upload, read])
+
+/** Pushes `bytes` through the request side in pieces of `size`; returns what was forwarded. */
+function throughRequests(gate: RpcGate, bytes: Buffer, size: number): Buffer {
+  const out: Buffer[] = []
+  for (let at = 0; at < bytes.length; at += size)
+    gate.request(bytes.subarray(at, at + size), (b) => out.push(Buffer.from(b)))
+  return Buffer.concat(out)
+}
+
+describe('RpcGate', () => {
+  for (const size of [1, 5, 9, 100, session.length]) {
+    it(`forwards a valid session whole, caps zeroed (${size}-byte chunks)`, () => {
+      const forwarded = throughRequests(new RpcGate(), Buffer.from(session), size)
+      const expected = Buffer.from(session)
+      expected.fill(0, 9, 9 + CONN_CAPS_SIZE)
+      assert.deepEqual(forwarded, expected)
+    })
+  }
+
+  it('holds back a header until it is whole, and forwards nothing of a bad one', () => {
+    const gate = new RpcGate()
+    const forwarded: Buffer[] = []
+    const forward = (b: Uint8Array) => forwarded.push(Buffer.from(b))
+    gate.request(hello, forward)
+    const count = forwarded.length
+    const bad = Buffer.concat([Buffer.from([RpcCommand.SetTensor]), Buffer.from('ffffffffffffff7f', 'hex')])
+    gate.request(bad.subarray(0, 5), forward)
+    assert.equal(forwarded.length, count, 'half a header went nowhere')
+    assert.throws(() => gate.request(bad.subarray(5), forward), { code: 'ERR_RPC_FRAME_TOO_LARGE' })
+    assert.equal(forwarded.length, count)
+  })
+
+  it('refuses a first command other than HELLO before forwarding a byte', () => {
+    const forwarded: Uint8Array[] = []
+    assert.throws(() => new RpcGate().request(read, (b) => forwarded.push(b)), {
+      code: 'ERR_RPC_HELLO_EXPECTED'
+    })
+    assert.deepEqual(forwarded, [])
+  })
+
+  it('zeroes the caps in the HELLO reply and counts the traffic', () => {
+    const gate = new RpcGate()
+    throughRequests(gate, Buffer.from(session), 64)
+    const reply = encodeResponse(
+      Buffer.concat([Buffer.from([6, 0, 0, 0]), Buffer.alloc(CONN_CAPS_SIZE, 0xbb)])
+    )
+    const data = encodeResponse(Buffer.alloc(100, 9))
+    const out: Buffer[] = []
+    gate.response(Buffer.concat([reply, data]), (b) => out.push(Buffer.from(b)))
+    const forwarded = Buffer.concat(out)
+    assert.deepEqual(forwarded.subarray(8, 12), Buffer.from([6, 0, 0, 0]))
+    assert.deepEqual(forwarded.subarray(12, 36), Buffer.alloc(CONN_CAPS_SIZE))
+    assert.deepEqual(forwarded.subarray(36), data)
+    const traffic = gate.snapshot()
+    assert.deepEqual(traffic.commands, { SET_TENSOR: 1, GET_TENSOR: 1, HELLO: 1 })
+    assert.equal(traffic.uploadBytes, 3000)
+    assert.equal(traffic.requestBytes, session.length)
+  })
+})
