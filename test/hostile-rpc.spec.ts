@@ -1,0 +1,116 @@
+import assert from 'node:assert/strict'
+import { join } from 'node:path'
+import { after, before, describe, it } from 'node:test'
+import {
+  CONN_CAPS_SIZE,
+  RpcCommand,
+  connectRpc,
+  encodeRequest,
+  encodeTensor,
+  silentLogger
+} from '@frankenstein-mesh/llama'
+import {
+  createMeshNode,
+  ephemeralPrivateKey,
+  multiaddr,
+  peerIdFromString,
+  type MeshNode
+} from '@frankenstein-mesh/mesh'
+import { PROTOCOL } from '@frankenstein-mesh/protocol'
+import { startRpcTunnel } from '@frankenstein-mesh/tunnel'
+import { spawnAgent, type AgentProcess } from './fixtures/agent-process.ts'
+import { createScratch, testBinaries, type Scratch } from './fixtures/llama.ts'
+
+const hello = encodeRequest(RpcCommand.Hello, new Uint8Array(CONN_CAPS_SIZE))
+const size = (n: bigint): Buffer => {
+  const b = Buffer.alloc(8)
+  b.writeBigUInt64LE(n)
+  return b
+}
+
+/** Byte streams an honest llama-server never sends; each must be cut off by the agent's gate. */
+const HOSTILE: Array<[string, Buffer]> = [
+  ['a command before HELLO', encodeRequest(RpcCommand.GraphCompute, Buffer.alloc(12))],
+  ['an unknown command id', Buffer.concat([hello, Buffer.from([200]), size(0n)])],
+  [
+    'a fixed-size command of the wrong size',
+    Buffer.concat([hello, encodeRequest(RpcCommand.BufferGetBase, Buffer.alloc(3))])
+  ],
+  [
+    'a SET_TENSOR claiming 2^64-1 bytes',
+    Buffer.concat([hello, Buffer.from([RpcCommand.SetTensor]), size(2n ** 64n - 1n)])
+  ],
+  [
+    'a GET_TENSOR asking for 2^62 bytes back',
+    Buffer.concat([
+      hello,
+      encodeRequest(RpcCommand.GetTensor, Buffer.concat([encodeTensor({}), size(0n), size(2n ** 62n)]))
+    ])
+  ],
+  ['an old-protocol HELLO', encodeRequest(RpcCommand.Hello, Buffer.alloc(0))],
+  ['a second HELLO', Buffer.concat([hello, hello])],
+  ['random bytes', Buffer.from(Array.from({ length: 4096 }, (_, i) => (i * 7919 + 13) % 256))]
+]
+
+describe('hostile RPC through an agent', { timeout: 120_000 }, () => {
+  let scratch: Scratch
+  let agent: AgentProcess
+  let node: MeshNode
+
+  before(async () => {
+    const bins = await testBinaries()
+    scratch = await createScratch('hostile')
+    agent = await spawnAgent([
+      '--pool',
+      'hostile',
+      '--identity',
+      join(scratch.dir, 'agent.key'),
+      '--listen',
+      '/ip4/127.0.0.1/tcp/0',
+      '--no-mdns',
+      '--rpc-server-bin',
+      bins.rpcServer
+    ])
+    node = await createMeshNode({ privateKey: await ephemeralPrivateKey(), listen: ['/ip4/127.0.0.1/tcp/0'] })
+    await node.dial(multiaddr(agent.addresses[0] ?? ''))
+  })
+  after(async () => {
+    await node.stop()
+    await agent.stop()
+    await scratch.remove()
+  })
+
+  for (const [what, bytes] of HOSTILE) {
+    it(`resets the stream on ${what}, and rpc-server serves the next honest client`, async () => {
+      const stream = await node.dialProtocol(peerIdFromString(agent.peerId), PROTOCOL.rpc)
+      const closed = new Promise<Event & { error?: Error }>((resolve) =>
+        stream.addEventListener('close', resolve, { once: true })
+      )
+      stream.send(bytes)
+      const event = await closed
+      assert.equal(
+        event.error?.name,
+        'StreamResetError',
+        `the agent reset the stream (${String(event.error)})`
+      )
+
+      // rpc-server is still up, answering a fresh client on its own port...
+      const direct = await connectRpc({ port: agent.rpcPort })
+      assert.equal(direct.version.major, 6)
+      direct.close()
+      // ...and through the mesh.
+      const tunnel = await startRpcTunnel({
+        node,
+        peer: peerIdFromString(agent.peerId),
+        logger: silentLogger()
+      })
+      try {
+        const client = await connectRpc({ port: tunnel.port })
+        assert.equal(await client.deviceCount(), 1)
+        client.close()
+      } finally {
+        await tunnel.close()
+      }
+    })
+  }
+})
