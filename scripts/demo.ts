@@ -22,6 +22,7 @@ import {
   type LlamaServer
 } from '@frankenstein-mesh/llama'
 import {
+  acquireLease,
   WorkerDirectory,
   createMeshNode,
   dialDiscovered,
@@ -125,7 +126,11 @@ try {
   )
 
   const workers = ids.map((id) => directory.get(id)).filter((w) => w !== undefined)
-  for (const worker of workers) tunnels.push(await startRpcTunnel({ node, peer: worker.peer, logger }))
+  for (const worker of workers) {
+    const { lease } = await acquireLease({ node, peer: worker.peer, pool: POOL, logger })
+    console.log(`lease ${lease.id} on ${worker.peer.toString()} for pool "${POOL}"`)
+    tunnels.push(await startRpcTunnel({ node, peer: worker.peer, logger }))
+  }
   const split = workers.map(() => 1)
   const loadStarted = performance.now()
   llama = await startLlamaServer({

@@ -12,6 +12,7 @@ import {
   type RpcServer
 } from '@frankenstein-mesh/llama'
 import {
+  acquireLease,
   createMeshNode,
   ephemeralPrivateKey,
   multiaddr,
@@ -81,6 +82,7 @@ describe('what crosses the network', { timeout: 180_000 }, () => {
       listen: ['/ip4/127.0.0.1/tcp/0']
     })
     await orchestrator.dial(multiaddr(`/ip4/127.0.0.1/tcp/${meshLeg.port}/p2p/${agent.peerId}`))
+    await acquireLease({ node: orchestrator, peer: peerIdFromString(agent.peerId), pool: 'secret', logger })
     tunnel = await startRpcTunnel({ node: orchestrator, peer: peerIdFromString(agent.peerId), logger })
     const llama = await startLlamaServer({ binary: bins.llamaServer, model, logger, rpc: [tunnel.endpoint] })
     try {

@@ -10,6 +10,7 @@ import {
   silentLogger
 } from '@frankenstein-mesh/llama'
 import {
+  acquireLease,
   createMeshNode,
   ephemeralPrivateKey,
   multiaddr,
@@ -73,11 +74,43 @@ describe('hostile RPC through an agent', { timeout: 120_000 }, () => {
     ])
     node = await createMeshNode({ privateKey: await ephemeralPrivateKey(), listen: ['/ip4/127.0.0.1/tcp/0'] })
     await node.dial(multiaddr(agent.addresses[0] ?? ''))
+    await acquireLease({
+      node,
+      peer: peerIdFromString(agent.peerId),
+      pool: 'hostile',
+      logger: silentLogger()
+    })
   })
   after(async () => {
     await node.stop()
     await agent.stop()
     await scratch.remove()
+  })
+
+  it('resets the RPC stream of a peer without a lease before a byte reaches rpc-server', async () => {
+    const stranger = await createMeshNode({
+      privateKey: await ephemeralPrivateKey(),
+      listen: ['/ip4/127.0.0.1/tcp/0']
+    })
+    try {
+      await stranger.dial(multiaddr(agent.addresses[0] ?? ''))
+      const stream = await stranger.dialProtocol(peerIdFromString(agent.peerId), PROTOCOL.rpc)
+      const closed = new Promise<void>((resolve) =>
+        stream.addEventListener('close', () => resolve(), { once: true })
+      )
+      try {
+        stream.send(hello)
+      } catch {
+        // already reset: the refusal came first
+      }
+      if (stream.status === 'open') await closed
+      assert.equal(stream.status, 'reset')
+      // Had the HELLO reached rpc-server, that connection would still occupy it; it answers at once.
+      const direct = await connectRpc({ port: agent.rpcPort, timeoutMs: 2_000 })
+      direct.close()
+    } finally {
+      await stranger.stop()
+    }
   })
 
   for (const [what, bytes] of HOSTILE) {

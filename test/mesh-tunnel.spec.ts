@@ -3,6 +3,7 @@ import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { TINY_MODEL, silentLogger, startLlamaServer, type LlamaBinaries } from '@frankenstein-mesh/llama'
 import {
+  acquireLease,
   WorkerDirectory,
   createMeshNode,
   dialDiscovered,
@@ -136,6 +137,7 @@ describe('RPC through the mesh, found by discovery', { timeout: 240_000 }, () =>
     const ordered = mdnsAgents.map((a) => byPeer.get(a.peerId))
     for (const peer of ordered) {
       assert.ok(peer !== undefined)
+      await acquireLease({ node: orchestrator, peer, pool: 'tunnel-test', logger })
       tunnels.push(await startRpcTunnel({ node: orchestrator, peer, logger }))
     }
     await compareWithDirect(bins, model, mdnsAgents, tunnels.slice(-2))
@@ -190,6 +192,7 @@ describe('RPC through the mesh, found by discovery', { timeout: 240_000 }, () =>
     const dhtTunnels: RpcTunnel[] = []
     for (const peer of peers) {
       assert.ok(peer !== undefined)
+      await acquireLease({ node: orchestrator, peer, pool: 'dht-test', logger })
       dhtTunnels.push(await startRpcTunnel({ node: orchestrator, peer, logger }))
     }
     tunnels.push(...dhtTunnels)

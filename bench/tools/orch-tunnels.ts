@@ -4,7 +4,13 @@
  * `{"endpoints":[...]}` on stdout and runs until SIGTERM.
  */
 import { createLogger } from '@frankenstein-mesh/llama'
-import { createMeshNode, ephemeralPrivateKey, multiaddr, peerIdFromString } from '@frankenstein-mesh/mesh'
+import {
+  acquireLease,
+  createMeshNode,
+  ephemeralPrivateKey,
+  multiaddr,
+  peerIdFromString
+} from '@frankenstein-mesh/mesh'
 import { startRpcTunnel, type RpcTunnel } from '@frankenstein-mesh/tunnel'
 
 const logger = createLogger({ name: 'orch-tunnels', level: 'warn' })
@@ -15,6 +21,7 @@ for (const address of process.argv.slice(2)) {
   const ma = multiaddr(address)
   await node.dial(ma, { signal: AbortSignal.timeout(20_000) })
   const peer = peerIdFromString(address.split('/p2p/').at(-1) ?? '')
+  await acquireLease({ node, peer, pool: 'bench', logger })
   tunnels.push(await startRpcTunnel({ node, peer, logger }))
 }
 console.log(JSON.stringify({ endpoints: tunnels.map((t) => t.endpoint) }))

@@ -11,11 +11,14 @@ import type { PoolName, WorkerAdvert } from '@frankenstein-mesh/protocol'
 import { startRpcService } from '@frankenstein-mesh/tunnel'
 import type { Logger } from 'pino'
 import type { JoinOptions } from './config.ts'
+import { LeaseScheduler } from './lease-scheduler.ts'
+import { LeaseService } from './lease-service.ts'
 import { RpcServerSupervisor } from './rpc-server-supervisor.ts'
 
 export interface Agent {
   readonly peerId: string
   readonly node: MeshNode
+  readonly leases: LeaseService
   readonly rpcPort: number
   addresses(): string[]
   stop(): Promise<void>
@@ -26,6 +29,8 @@ interface LocalRpcServer {
   readonly rpcProtocol: string
   readonly device: DeviceMemory
   readonly accelerator: WorkerAdvert['accelerator']
+  /** Loss and restart of an rpc-server we supervise (none for one we were pointed at). */
+  readonly events?: RpcServerSupervisor | undefined
   stop(): Promise<void>
 }
 
@@ -45,21 +50,46 @@ export async function startAgent(options: JoinOptions, logger: Logger): Promise<
   })
   const pools = options.pool.map((p) => p.name)
   const offered = options.memory ?? Math.floor(rpc.device.free * 0.8)
-  const advertFor = (pool: PoolName): WorkerAdvert | undefined =>
-    pools.includes(pool)
-      ? {
-          type: 'advert',
-          version: 1,
-          pools,
-          memory: { offered, free: offered },
-          accelerator: rpc.accelerator,
-          rpcProtocol: rpc.rpcProtocol,
-          lease: { state: 'idle' },
-          at: Date.now()
-        }
-      : undefined
+  const scheduler = new LeaseScheduler({
+    pools: options.pool,
+    now: Date.now,
+    minSliceMs: options.minSlice * 1000,
+    graceMs: options.grace * 1000,
+    leaseTtlMs: options.leaseTtl * 1000
+  })
+  // Only the lease holder's RPC streams reach rpc-server; when its lease ends, they are closed.
+  const leases = new LeaseService({
+    node,
+    scheduler,
+    logger,
+    ttlMs: options.leaseTtl * 1000,
+    minSliceMs: options.minSlice * 1000
+  })
+  const service = await startRpcService({
+    node,
+    rpcServerPort: rpc.port,
+    logger,
+    authorize: (connection) => connection.remotePeer.toString() === leases.holderPeer
+  })
+  leases.on('ended', (_lease, peer) => service.closePeer(peer))
+  rpc.events?.on('lost', () => leases.rpcServerState('lost'))
+  rpc.events?.on('restored', () => leases.rpcServerState('restored'))
+  await leases.start()
+  const advertFor = (pool: PoolName): WorkerAdvert | undefined => {
+    if (!pools.includes(pool)) return undefined
+    const holder = leases.holder
+    return {
+      type: 'advert',
+      version: 1,
+      pools,
+      memory: { offered, free: holder === undefined ? offered : 0 },
+      accelerator: rpc.accelerator,
+      rpcProtocol: rpc.rpcProtocol,
+      lease: holder === undefined ? { state: 'idle' } : { state: 'leased', pool: holder.pool },
+      at: Date.now()
+    }
+  }
   await serveAdverts(node, advertFor)
-  const service = await startRpcService({ node, rpcServerPort: rpc.port, logger })
   const dial = dialDiscovered(node, logger)
   const rendezvous = startRendezvous({
     node,
@@ -74,8 +104,10 @@ export async function startAgent(options: JoinOptions, logger: Logger): Promise<
     node,
     rpcPort: rpc.port(),
     addresses: () => node.getMultiaddrs().map((a) => a.toString()),
+    leases,
     stop: async () => {
       rendezvous.stop()
+      await leases.stop('agent-leaving')
       await service.stop()
       await node.stop()
       await rpc.stop()
@@ -113,6 +145,7 @@ async function localRpcServer(options: JoinOptions, logger: Logger): Promise<Loc
     rpcProtocol: `${v.major}.${v.minor}.${v.patch}`,
     device: server.devices[0] ?? { free: 0, total: 0 },
     accelerator,
+    events: supervisor,
     stop: () => supervisor.stop()
   }
 }

@@ -3,7 +3,9 @@ export const PROTOCOL = {
   /** One llama.cpp RPC connection (llama-server to rpc-server) per stream. */
   rpc: '/frankenstein/rpc/1.0.0',
   /** Ask a worker for its capability advert. */
-  advert: '/frankenstein/advert/1.0.0'
+  advert: '/frankenstein/advert/1.0.0',
+  /** Ask for, renew and release a lease on a worker's rpc-server; hear of revocations. */
+  lease: '/frankenstein/lease/1.0.0'
 } as const
 
 /** Names of the mesh's private DHT and its rendezvous keys. */

@@ -3,3 +3,10 @@ export { MessageError } from './errors.ts'
 export { PoolName, rendezvousKey } from './pool.ts'
 export { WorkerAdvert, AdvertRequest, MAX_ADVERT_BYTES } from './advert.ts'
 export { decodeMessage, encodeMessage } from './message.ts'
+export {
+  LeaseInfo,
+  LeaseEndReason,
+  OrchestratorLeaseMessage,
+  AgentLeaseMessage,
+  MAX_LEASE_MESSAGE_BYTES
+} from './lease.ts'

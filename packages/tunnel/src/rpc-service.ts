@@ -19,6 +19,8 @@ export interface RpcServiceInit {
 export interface RpcService {
   /** RPC connections now open. */
   readonly open: number
+  /** Ends every RPC connection of one peer (its lease is over): rpc-server frees their buffers. */
+  closePeer(peer: string): void
   stop(): Promise<void>
 }
 
@@ -28,7 +30,7 @@ export interface RpcService {
  */
 export async function startRpcService(init: RpcServiceInit): Promise<RpcService> {
   const log = init.logger.child({ component: 'rpc-service' })
-  const open = new Set<Stream>()
+  const open = new Map<Stream, string>()
   const port =
     typeof init.rpcServerPort === 'function' ? init.rpcServerPort : () => init.rpcServerPort as number
 
@@ -39,7 +41,7 @@ export async function startRpcService(init: RpcServiceInit): Promise<RpcService>
       stream.abort(new Error('not authorized'))
       return
     }
-    open.add(stream)
+    open.set(stream, peer)
     const gate = new RpcGate()
     const socket = connect({ host: '127.0.0.1', port: port(), noDelay: true, allowHalfOpen: true })
     const end = await bridge({ socket, stream, fromStream: gate.request, fromSocket: gate.response })
@@ -57,9 +59,12 @@ export async function startRpcService(init: RpcServiceInit): Promise<RpcService>
     get open() {
       return open.size
     },
+    closePeer: (peer) => {
+      for (const [stream, owner] of open) if (owner === peer) stream.abort(new Error('lease over'))
+    },
     stop: async () => {
       await init.node.unhandle(PROTOCOL.rpc)
-      for (const stream of open) stream.abort(new Error('rpc service stopping'))
+      for (const stream of open.keys()) stream.abort(new Error('rpc service stopping'))
     }
   }
 }

@@ -25,6 +25,11 @@ export interface ManagedProcessInit {
   /** After SIGTERM, how long to wait before SIGKILL. */
   readonly stopTimeoutMs?: number | undefined
   readonly tailLines?: number | undefined
+  /**
+   * Start it with SIGPIPE ignored (the disposition survives exec). ggml-rpc-server writes replies
+   * with plain send(): a client that disconnects while a reply is on its way kills it otherwise.
+   */
+  readonly ignoreSigpipe?: boolean | undefined
   /** Sees every line the process writes, e.g. to follow a build's progress. */
   readonly onLine?: ((line: string) => void) | undefined
 }
@@ -97,8 +102,11 @@ export function startProcess(init: ManagedProcessInit): ManagedProcess {
   const stopTimeoutMs = init.stopTimeoutMs ?? 5_000
   const tailLines = init.tailLines ?? 40
   // A command that cannot run is spawned plainly, so that it fails as a spawn error (ENOENT).
-  const wrapper = executable(init.command) ? dieWithParent() : []
-  const [command = init.command, ...args] = [...wrapper, init.command, ...init.args]
+  const runnable = executable(init.command)
+  const wrapper = runnable ? dieWithParent() : []
+  const sigpipe =
+    runnable && init.ignoreSigpipe === true ? ['/bin/sh', '-c', 'trap "" PIPE; exec "$0" "$@"'] : []
+  const [command = init.command, ...args] = [...wrapper, ...sigpipe, init.command, ...init.args]
   const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'], env: init.env ?? process.env })
   const log = init.logger.child({ component: init.name, childPid: child.pid })
   const tail: string[] = []

@@ -53,7 +53,13 @@ async function startOnPort(init: RpcServerInit, port: number): Promise<RpcServer
   const args = ['--host', '127.0.0.1', '--port', String(port)]
   if (init.threads !== undefined) args.push('--threads', String(init.threads))
   if (init.devices !== undefined && init.devices.length > 0) args.push('--device', init.devices.join(','))
-  const proc = startProcess({ name: 'rpc-server', command: init.binary, args, logger: init.logger })
+  const proc = startProcess({
+    name: 'rpc-server',
+    command: init.binary,
+    args,
+    logger: init.logger,
+    ignoreSigpipe: true
+  })
   let version: RpcVersion | undefined
   let devices: DeviceMemory[] = []
   try {

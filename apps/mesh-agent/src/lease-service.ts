@@ -1,0 +1,223 @@
+import { EventEmitter } from 'node:events'
+import type { Connection, Stream } from '@libp2p/interface'
+import { messageChannel, type MeshNode, type MessageChannel } from '@frankenstein-mesh/mesh'
+import {
+  MAX_LEASE_MESSAGE_BYTES,
+  OrchestratorLeaseMessage,
+  PROTOCOL,
+  type AgentLeaseMessage,
+  type LeaseEndReason
+} from '@frankenstein-mesh/protocol'
+import type { Logger } from 'pino'
+import type { Lease, LeaseScheduler, SchedulerAction } from './lease-scheduler.ts'
+
+export interface LeaseServiceInit {
+  readonly node: MeshNode
+  readonly scheduler: LeaseScheduler
+  readonly logger: Logger
+  /** Tells the holder to renew this often (the scheduler's lease TTL). */
+  readonly ttlMs: number
+  readonly minSliceMs: number
+  readonly tickMs?: number | undefined
+}
+
+export interface LeaseServiceEvents {
+  /** A lease is over: its holder's RPC streams must close, so rpc-server frees its buffers. */
+  ended: [lease: Lease, peer: string]
+}
+
+/** One orchestrator's lease conversation: waiting in line, or holding the worker. */
+interface Session {
+  readonly peer: string
+  readonly pool: string
+  readonly channel: MessageChannel<OrchestratorLeaseMessage>
+  lease?: Lease | undefined
+}
+
+/**
+ * The agent's side of `/frankenstein/lease/1.0.0`: turns lease requests into scheduler calls and
+ * scheduler actions into messages (grant, revoke with a deadline, end), and tells which peer may
+ * use rpc-server right now.
+ */
+export class LeaseService extends EventEmitter<LeaseServiceEvents> {
+  private readonly init: LeaseServiceInit
+  private readonly log: Logger
+  private readonly sessions = new Set<Session>()
+  private timer: NodeJS.Timeout | undefined
+
+  constructor(init: LeaseServiceInit) {
+    super()
+    this.init = init
+    this.log = init.logger.child({ component: 'lease-service' })
+  }
+
+  /** The peer whose RPC streams may reach rpc-server now, if any. */
+  get holderPeer(): string | undefined {
+    return this.holderSession()?.peer
+  }
+
+  get holder(): { pool: string; peer: string; lease: Lease } | undefined {
+    const session = this.holderSession()
+    return session?.lease === undefined
+      ? undefined
+      : { pool: session.pool, peer: session.peer, lease: session.lease }
+  }
+
+  /** Sessions waiting in line, by pool. */
+  get waiting(): string[] {
+    return [...this.sessions].filter((s) => s.lease === undefined).map((s) => s.pool)
+  }
+
+  async start(): Promise<void> {
+    await this.init.node.handle(PROTOCOL.lease, (stream, connection) => void this.serve(stream, connection), {
+      runOnLimitedConnection: true,
+      maxInboundStreams: 8
+    })
+    this.timer = setInterval(() => this.apply(this.init.scheduler.tick()), this.init.tickMs ?? 1_000)
+  }
+
+  /** Tell every session, end every lease, stop answering. */
+  async stop(reason: LeaseEndReason = 'agent-leaving'): Promise<void> {
+    clearInterval(this.timer)
+    await this.init.node.unhandle(PROTOCOL.lease)
+    for (const session of this.sessions) {
+      if (session.lease !== undefined) {
+        this.init.scheduler.release(session.lease.id)
+        await this.endSession(session, reason)
+      } else {
+        await this.tell(session, { type: 'refused', version: 1, reason: 'agent-leaving' })
+        await session.channel.close()
+      }
+    }
+    this.sessions.clear()
+  }
+
+  /** rpc-server died or came back: every holder hears of it. */
+  rpcServerState(state: 'lost' | 'restored'): void {
+    for (const session of this.sessions)
+      if (session.lease !== undefined) void this.tell(session, { type: 'rpc-server', version: 1, state })
+  }
+
+  private async serve(stream: Stream, connection: Connection): Promise<void> {
+    const channel = messageChannel(stream, OrchestratorLeaseMessage, MAX_LEASE_MESSAGE_BYTES)
+    const peer = connection.remotePeer.toString()
+    let session: Session | undefined
+    try {
+      const first = await channel.receive(AbortSignal.timeout(10_000))
+      if (first.type !== 'request') throw new Error('a lease session starts with a request')
+      session = { peer, pool: first.pool, channel }
+      this.sessions.add(session)
+      await this.ask(session)
+      while (true) this.handle(session, await channel.receive())
+    } catch (err) {
+      this.log.debug({ peer, err: (err as Error).message }, 'lease session closed')
+    } finally {
+      if (session !== undefined) this.forget(session)
+      stream.abort(new Error('lease session over'))
+    }
+  }
+
+  private async ask(session: Session): Promise<void> {
+    const answer = this.init.scheduler.request(session.pool)
+    if (answer.granted && this.holderSession() === undefined) {
+      await this.grant(session, answer.lease)
+      return
+    }
+    if (!answer.granted && answer.reason === 'unknown-pool') {
+      await this.tell(session, { type: 'refused', version: 1, reason: 'unknown-pool' })
+      throw new Error(`unknown pool ${session.pool}`)
+    }
+    const holder = this.holderSession()
+    const freeAt = answer.granted ? Date.now() + this.init.minSliceMs : answer.freeAt
+    await this.tell(session, { type: 'busy', version: 1, holder: holder?.pool ?? session.pool, freeAt })
+  }
+
+  private handle(session: Session, message: OrchestratorLeaseMessage): void {
+    if (message.type === 'renew' && session.lease?.id === message.leaseId)
+      this.init.scheduler.renew(message.leaseId)
+    if (message.type === 'release' && session.lease?.id === message.leaseId) {
+      const actions = this.init.scheduler.release(message.leaseId)
+      void this.endSession(session, 'released')
+      this.apply(actions)
+    }
+  }
+
+  private apply(actions: SchedulerAction[]): void {
+    this.applyEach(actions)
+    // A session may be in line without the scheduler knowing (it asked while its own pool held
+    // the worker): once the worker is free, it asks again.
+    const waiting = [...this.sessions].find((s) => s.lease === undefined)
+    if (
+      this.holderSession() === undefined &&
+      this.init.scheduler.current === undefined &&
+      waiting !== undefined
+    )
+      void this.ask(waiting)
+  }
+
+  private applyEach(actions: SchedulerAction[]): void {
+    for (const action of actions) {
+      if (action.type === 'grant') {
+        const next = [...this.sessions].find((s) => s.pool === action.lease.pool && s.lease === undefined)
+        if (next === undefined) this.applyEach(this.init.scheduler.release(action.lease.id))
+        else void this.grant(next, action.lease)
+      } else {
+        const session = [...this.sessions].find((s) => s.lease?.id === action.lease.id)
+        if (session === undefined) continue
+        if (action.type === 'revoke')
+          void this.tell(session, {
+            type: 'revoke',
+            version: 1,
+            leaseId: action.lease.id,
+            revokeBy: action.revokeBy
+          })
+        else void this.endSession(session, action.reason)
+      }
+    }
+  }
+
+  private async grant(session: Session, lease: Lease): Promise<void> {
+    session.lease = lease
+    this.log.info({ pool: session.pool, peer: session.peer, lease: lease.id }, 'lease granted')
+    const info = {
+      id: lease.id,
+      pool: lease.pool,
+      grantedAt: lease.grantedAt,
+      ttlMs: this.init.ttlMs,
+      minSliceMs: this.init.minSliceMs
+    }
+    await this.tell(session, { type: 'granted', version: 1, lease: info })
+  }
+
+  private async endSession(session: Session, reason: LeaseEndReason): Promise<void> {
+    const lease = session.lease
+    if (lease === undefined) return
+    session.lease = undefined
+    this.sessions.delete(session)
+    this.log.info({ pool: session.pool, peer: session.peer, lease: lease.id, reason }, 'lease ended')
+    this.emit('ended', lease, session.peer)
+    await this.tell(session, { type: 'ended', version: 1, leaseId: lease.id, reason })
+    await session.channel.close()
+  }
+
+  /** The orchestrator went away: a held lease ends now, a waiting one leaves the line. */
+  private forget(session: Session): void {
+    if (!this.sessions.delete(session)) return
+    if (session.lease !== undefined) {
+      this.emit('ended', session.lease, session.peer)
+      this.apply(this.init.scheduler.release(session.lease.id))
+    } else if (![...this.sessions].some((s) => s.pool === session.pool)) {
+      this.init.scheduler.withdraw(session.pool)
+    }
+  }
+
+  private holderSession(): Session | undefined {
+    return [...this.sessions].find((s) => s.lease !== undefined)
+  }
+
+  private async tell(session: Session, message: AgentLeaseMessage): Promise<void> {
+    await session.channel.send(message).catch((err: unknown) => {
+      this.log.debug({ peer: session.peer, err: (err as Error).message }, 'cannot reach lease holder')
+    })
+  }
+}

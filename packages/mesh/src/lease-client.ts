@@ -1,0 +1,117 @@
+import type { Libp2p, PeerId } from '@libp2p/interface'
+import {
+  AgentLeaseMessage,
+  MAX_LEASE_MESSAGE_BYTES,
+  PROTOCOL,
+  type LeaseEndReason,
+  type LeaseInfo,
+  type PoolName
+} from '@frankenstein-mesh/protocol'
+import type { Logger } from 'pino'
+import { MeshError } from './errors.ts'
+import { messageChannel, type MessageChannel } from './message-channel.ts'
+
+export interface LeaseClientInit {
+  readonly node: Libp2p
+  readonly peer: PeerId
+  readonly pool: PoolName
+  readonly logger: Logger
+  /** Another pool holds the worker: told at once, then we wait in line on the same stream. */
+  readonly onBusy?: ((holder: PoolName, freeAt: number) => void) | undefined
+  /** Give up waiting (or holding) when this aborts. */
+  readonly signal?: AbortSignal | undefined
+}
+
+export interface LeaseHandle {
+  readonly lease: LeaseInfo
+  /** Resolves with the epoch ms the agent wants the worker back by, once it asks. */
+  readonly revoked: Promise<number>
+  /** Resolves when the lease is over, however it ended. */
+  readonly ended: Promise<LeaseEndReason | 'stream-closed'>
+  /** rpc-server died or came back; every RPC session was lost in the first case. */
+  onRpcServer(listener: (state: 'lost' | 'restored') => void): void
+  release(): Promise<void>
+}
+
+/** Thrown when the agent refuses a lease outright (it does not serve the pool, or is leaving). */
+export class LeaseRefusedError extends MeshError {
+  override readonly name = 'LeaseRefusedError'
+}
+
+/**
+ * Asks a worker's agent for a lease on its rpc-server for `pool`. Resolves once granted (waiting
+ * in line while another pool holds it), then renews it until released or ended.
+ */
+export async function acquireLease(init: LeaseClientInit): Promise<LeaseHandle> {
+  const log = init.logger.child({ component: 'lease-client', peer: init.peer.toString(), pool: init.pool })
+  const stream = await init.node.dialProtocol(init.peer, PROTOCOL.lease, {
+    signal: init.signal ?? AbortSignal.timeout(10_000),
+    runOnLimitedConnection: true
+  })
+  const channel = messageChannel(stream, AgentLeaseMessage, MAX_LEASE_MESSAGE_BYTES)
+  try {
+    await channel.send({ type: 'request', version: 1, pool: init.pool })
+    const lease = await waitForGrant(channel, init)
+    log.info({ lease: lease.id }, 'lease granted')
+    return holdLease(channel, lease, log)
+  } catch (err) {
+    channel.abort(err instanceof Error ? err : new Error(String(err)))
+    throw err
+  }
+}
+
+async function waitForGrant(
+  channel: MessageChannel<AgentLeaseMessage>,
+  init: LeaseClientInit
+): Promise<LeaseInfo> {
+  while (true) {
+    const message = await channel.receive(init.signal)
+    if (message.type === 'granted') return message.lease
+    if (message.type === 'busy') init.onBusy?.(message.holder, message.freeAt)
+    if (message.type === 'refused')
+      throw new LeaseRefusedError('ERR_LEASE_REFUSED', `lease refused: ${message.reason}`)
+  }
+}
+
+function holdLease(channel: MessageChannel<AgentLeaseMessage>, lease: LeaseInfo, log: Logger): LeaseHandle {
+  const revoked = Promise.withResolvers<number>()
+  const ended = Promise.withResolvers<LeaseEndReason | 'stream-closed'>()
+  const rpcListeners: Array<(state: 'lost' | 'restored') => void> = []
+  const renew = setInterval(
+    () => {
+      channel.send({ type: 'renew', version: 1, leaseId: lease.id }).catch(() => {})
+    },
+    Math.max(100, Math.floor(lease.ttlMs / 3))
+  )
+  void (async () => {
+    try {
+      while (true) {
+        const message = await channel.receive()
+        if (message.type === 'revoke') {
+          log.info({ lease: lease.id, revokeBy: message.revokeBy }, 'lease revoked')
+          revoked.resolve(message.revokeBy)
+        } else if (message.type === 'rpc-server') {
+          for (const listener of rpcListeners) listener(message.state)
+        } else if (message.type === 'ended') {
+          ended.resolve(message.reason)
+          return
+        }
+      }
+    } catch {
+      ended.resolve('stream-closed')
+    } finally {
+      clearInterval(renew)
+      await channel.close()
+    }
+  })()
+  return {
+    lease,
+    revoked: revoked.promise,
+    ended: ended.promise,
+    onRpcServer: (listener) => rpcListeners.push(listener),
+    release: async () => {
+      await channel.send({ type: 'release', version: 1, leaseId: lease.id }).catch(() => {})
+      await ended.promise
+    }
+  }
+}

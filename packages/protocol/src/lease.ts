@@ -1,0 +1,62 @@
+import { z } from 'zod'
+import { PoolName } from './pool.ts'
+
+/** Bytes a lease message may take on the wire: checked before it is parsed. */
+export const MAX_LEASE_MESSAGE_BYTES = 2048
+
+const Millis = z
+  .number()
+  .int()
+  .nonnegative()
+  .max(2 ** 53 - 1)
+const LeaseId = z
+  .number()
+  .int()
+  .positive()
+  .max(2 ** 53 - 1)
+
+export const LeaseInfo = z.object({
+  id: LeaseId,
+  pool: PoolName,
+  grantedAt: Millis,
+  /** Renew at least this often, or the lease ends. */
+  ttlMs: Millis,
+  /** The holder keeps the worker at least this long once granted (unless it releases). */
+  minSliceMs: Millis
+})
+export type LeaseInfo = z.infer<typeof LeaseInfo>
+
+/** Orchestrator to agent, on one `/frankenstein/lease/1.0.0` stream per lease session. */
+export const OrchestratorLeaseMessage = z.discriminatedUnion('type', [
+  z.object({ type: z.literal('request'), version: z.literal(1), pool: PoolName }),
+  z.object({ type: z.literal('renew'), version: z.literal(1), leaseId: LeaseId }),
+  z.object({ type: z.literal('release'), version: z.literal(1), leaseId: LeaseId })
+])
+export type OrchestratorLeaseMessage = z.infer<typeof OrchestratorLeaseMessage>
+
+export const LeaseEndReason = z.enum([
+  'released',
+  'grace-expired',
+  'lease-expired',
+  'rpc-server-lost',
+  'agent-leaving'
+])
+export type LeaseEndReason = z.infer<typeof LeaseEndReason>
+
+/** Agent to orchestrator. */
+export const AgentLeaseMessage = z.discriminatedUnion('type', [
+  z.object({ type: z.literal('granted'), version: z.literal(1), lease: LeaseInfo }),
+  /** Not now: another pool holds the worker, expected free around `freeAt` (epoch ms). Keep the stream open to wait in line. */
+  z.object({ type: z.literal('busy'), version: z.literal(1), holder: PoolName, freeAt: Millis }),
+  z.object({
+    type: z.literal('refused'),
+    version: z.literal(1),
+    reason: z.enum(['unknown-pool', 'agent-leaving', 'protocol'])
+  }),
+  /** Yield by `revokeBy` (epoch ms): drain, release; the agent closes the RPC streams then. */
+  z.object({ type: z.literal('revoke'), version: z.literal(1), leaseId: LeaseId, revokeBy: Millis }),
+  z.object({ type: z.literal('ended'), version: z.literal(1), leaseId: LeaseId, reason: LeaseEndReason }),
+  /** rpc-server died (every session on it is gone) or is back. */
+  z.object({ type: z.literal('rpc-server'), version: z.literal(1), state: z.enum(['lost', 'restored']) })
+])
+export type AgentLeaseMessage = z.infer<typeof AgentLeaseMessage>
