@@ -10,6 +10,7 @@ import {
 import type { PoolName, WorkerAdvert } from '@frankenstein-mesh/protocol'
 import { startRpcService } from '@frankenstein-mesh/tunnel'
 import type { Logger } from 'pino'
+import { NO_TRAFFIC, addTraffic, type AgentStatus, type PoolTraffic } from './agent-status.ts'
 import type { JoinOptions } from './config.ts'
 import { LeaseScheduler } from './lease-scheduler.ts'
 import { LeaseService } from './lease-service.ts'
@@ -19,6 +20,7 @@ export interface Agent {
   readonly peerId: string
   readonly node: MeshNode
   readonly leases: LeaseService
+  status(): AgentStatus
   readonly rpcPort: number
   addresses(): string[]
   stop(): Promise<void>
@@ -31,6 +33,7 @@ interface LocalRpcServer {
   readonly accelerator: WorkerAdvert['accelerator']
   /** Loss and restart of an rpc-server we supervise (none for one we were pointed at). */
   readonly events?: RpcServerSupervisor | undefined
+  state(): AgentStatus['rpcServer']
   stop(): Promise<void>
 }
 
@@ -65,11 +68,16 @@ export async function startAgent(options: JoinOptions, logger: Logger): Promise<
     ttlMs: options.leaseTtl * 1000,
     minSliceMs: options.minSlice * 1000
   })
+  const traffic = new Map<string, PoolTraffic>()
   const service = await startRpcService({
     node,
     rpcServerPort: rpc.port,
     logger,
-    authorize: (connection) => connection.remotePeer.toString() === leases.holderPeer
+    authorize: (connection) => connection.remotePeer.toString() === leases.holderPeer,
+    onEnd: (peer, one) => {
+      const pool = leases.poolOf(peer)
+      if (pool !== undefined) traffic.set(pool, addTraffic(traffic.get(pool) ?? NO_TRAFFIC, one))
+    }
   })
   leases.on('ended', (_lease, peer) => service.closePeer(peer))
   rpc.events?.on('lost', () => leases.rpcServerState('lost'))
@@ -99,9 +107,38 @@ export async function startAgent(options: JoinOptions, logger: Logger): Promise<
     refreshMs: options.rendezvousRefresh * 1000,
     onPeer: (peer) => dial(peer)
   })
+  const status = (): AgentStatus => {
+    const usage = scheduler.usage()
+    const holder = leases.holder
+    return {
+      peerId: identity.peerId,
+      addresses: node.getMultiaddrs().map((a) => a.toString()),
+      pools: options.pool.map((p) => ({
+        ...p,
+        usageMs: usage[p.name] ?? 0,
+        traffic: traffic.get(p.name) ?? NO_TRAFFIC
+      })),
+      lease: {
+        holder:
+          holder === undefined
+            ? null
+            : {
+                pool: holder.pool,
+                peer: holder.peer,
+                id: holder.lease.id,
+                grantedAt: holder.lease.grantedAt,
+                revokeBy: holder.lease.revokeBy
+              },
+        waiting: leases.waiting
+      },
+      rpcServer: rpc.state(),
+      rpcConnections: service.open
+    }
+  }
   return {
     peerId: identity.peerId,
     node,
+    status,
     rpcPort: rpc.port(),
     addresses: () => node.getMultiaddrs().map((a) => a.toString()),
     leases,
@@ -127,6 +164,7 @@ async function localRpcServer(options: JoinOptions, logger: Logger): Promise<Loc
       rpcProtocol: `${v.major}.${v.minor}.${v.patch}`,
       device,
       accelerator: 'cpu',
+      state: () => ({ port, state: 'external', restarts: 0, lastLoss: null }),
       stop: async () => {}
     }
   }
@@ -146,6 +184,13 @@ async function localRpcServer(options: JoinOptions, logger: Logger): Promise<Loc
     device: server.devices[0] ?? { free: 0, total: 0 },
     accelerator,
     events: supervisor,
+    state: () => ({
+      port: supervisor.port,
+      pid: supervisor.current?.process.pid,
+      state: supervisor.current === undefined ? 'restarting' : 'up',
+      restarts: supervisor.restarts,
+      lastLoss: supervisor.lastLoss ?? null
+    }),
     stop: () => supervisor.stop()
   }
 }

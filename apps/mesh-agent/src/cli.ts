@@ -3,15 +3,12 @@ import { createLogger } from '@frankenstein-mesh/llama'
 import { defaultIdentityPath } from '@frankenstein-mesh/mesh'
 import { z } from 'zod'
 import { startAgent } from './agent.ts'
+import { formatStatus, type AgentStatus } from './agent-status.ts'
+import { callControl, startControlServer } from './control-socket.ts'
 import { JoinOptions } from './config.ts'
+import { AgentError } from './errors.ts'
 
 const collect = (value: string, previous: string[] = []): string[] => [...previous, value]
-
-/** Thrown for input a person must fix; the entry point prints it as one line and exits 2. */
-export class UsageError extends Error {
-  override readonly name = 'UsageError'
-  readonly code = 'ERR_USAGE'
-}
 
 export function buildProgram(signal: AbortSignal): Command {
   const program = new Command('mesh-agent')
@@ -67,9 +64,22 @@ export function buildProgram(signal: AbortSignal): Command {
       'how often to re-announce on the DHT and look for orchestrators',
       '60'
     )
+    .option(
+      '--min-slice <seconds>',
+      'a pool keeps this worker at least this long once granted (each switch reloads a model)',
+      '300'
+    )
+    .option(
+      '--grace <seconds>',
+      'notice a lease holder gets to drain before its RPC streams are closed',
+      '30'
+    )
+    .option('--lease-ttl <seconds>', 'a holder that does not renew for this long loses its lease', '60')
+    .option('--control <socket>', 'local control socket for `status` and `leave` (default: <identity>.sock)')
     .action(async (raw: Record<string, unknown>) => {
       const parsed = JoinOptions.safeParse({ ...raw, listen: raw['listen'] ?? ['/ip4/0.0.0.0/tcp/0'] })
-      if (!parsed.success) throw new UsageError(z.prettifyError(parsed.error).replaceAll('\n', '; '))
+      if (!parsed.success)
+        throw new AgentError('ERR_USAGE', z.prettifyError(parsed.error).replaceAll('\n', '; '))
       const logger = createLogger({ name: 'mesh-agent' })
       const agent = await startAgent(parsed.data, logger)
       const ready = {
@@ -79,10 +89,51 @@ export function buildProgram(signal: AbortSignal): Command {
         pools: parsed.data.pool,
         rpcPort: agent.rpcPort
       }
+      const leave = new AbortController()
+      const control = await startControlServer({
+        path: controlPath(raw['control'], parsed.data.identity),
+        logger,
+        status: () => agent.status(),
+        leave: () => leave.abort()
+      })
       process.stdout.write(`${JSON.stringify(ready)}\n`)
-      await new Promise<void>((resolve) => signal.addEventListener('abort', () => resolve(), { once: true }))
+      await new Promise<void>((resolve) => {
+        for (const s of [signal, leave.signal]) s.addEventListener('abort', () => resolve(), { once: true })
+      })
       logger.info('leaving')
       await agent.stop()
+      await control.close()
+    })
+
+  program
+    .command('status')
+    .description(
+      'show the running agent: identity, addresses, pools, the current lease and queue, rpc-server health, traffic per pool'
+    )
+    .option('--identity <file>', 'identity of the agent to ask', defaultIdentityPath('agent'))
+    .option('--control <socket>', 'its control socket (default: <identity>.sock)')
+    .option('--json', 'print the status as JSON')
+    .action(async (opts: { identity: string; control?: string; json?: boolean }) => {
+      const status = (await callControl(
+        controlPath(opts.control, opts.identity),
+        'GET',
+        '/status'
+      )) as AgentStatus
+      process.stdout.write(`${opts.json === true ? JSON.stringify(status, null, 2) : formatStatus(status)}\n`)
+    })
+
+  program
+    .command('leave')
+    .description('make the running agent end its leases with notice, stop rpc-server and exit')
+    .option('--identity <file>', 'identity of the agent', defaultIdentityPath('agent'))
+    .option('--control <socket>', 'its control socket (default: <identity>.sock)')
+    .action(async (opts: { identity: string; control?: string }) => {
+      await callControl(controlPath(opts.control, opts.identity), 'POST', '/leave')
+      process.stdout.write('leaving\n')
     })
   return program
+}
+
+function controlPath(control: unknown, identity: string): string {
+  return typeof control === 'string' && control !== '' ? control : `${identity}.sock`
 }

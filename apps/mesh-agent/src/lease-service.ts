@@ -43,6 +43,8 @@ export class LeaseService extends EventEmitter<LeaseServiceEvents> {
   private readonly init: LeaseServiceInit
   private readonly log: Logger
   private readonly sessions = new Set<Session>()
+  /** The pool each peer last held a lease for: RPC traffic is booked to it. */
+  private readonly pools = new Map<string, string>()
   private timer: NodeJS.Timeout | undefined
 
   constructor(init: LeaseServiceInit) {
@@ -61,6 +63,10 @@ export class LeaseService extends EventEmitter<LeaseServiceEvents> {
     return session?.lease === undefined
       ? undefined
       : { pool: session.pool, peer: session.peer, lease: session.lease }
+  }
+
+  poolOf(peer: string): string | undefined {
+    return this.pools.get(peer)
   }
 
   /** Sessions waiting in line, by pool. */
@@ -178,6 +184,7 @@ export class LeaseService extends EventEmitter<LeaseServiceEvents> {
 
   private async grant(session: Session, lease: Lease): Promise<void> {
     session.lease = lease
+    this.pools.set(session.peer, session.pool)
     this.log.info({ pool: session.pool, peer: session.peer, lease: lease.id }, 'lease granted')
     const info = {
       id: lease.id,

@@ -29,6 +29,7 @@ export class RpcServerSupervisor extends EventEmitter<SupervisorEvents> {
   private stopping = false
   private fixedPort = 0
   restarts = 0
+  lastLoss: string | undefined
 
   constructor(init: RpcServerSupervisorInit) {
     super()
@@ -77,6 +78,7 @@ export class RpcServerSupervisor extends EventEmitter<SupervisorEvents> {
     if (this.stopping) return
     this.server = undefined
     const reason = describeExit(exit)
+    this.lastLoss = reason
     this.log.warn({ reason, tail: exit.tail.slice(-3) }, 'rpc-server lost')
     this.emit('lost', reason)
     let backoff = this.init.initialBackoffMs ?? 500

@@ -19,6 +19,9 @@ export interface RpcTraffic {
   readonly commands: Readonly<Record<string, number>>
   /** Weight and input bytes carried by SET_TENSOR. */
   readonly uploadBytes: number
+  /** GRAPH_COMPUTE and GRAPH_RECOMPUTE commands, and the time from each to the next response. */
+  readonly computes: number
+  readonly computeMs: number
 }
 
 /**
@@ -33,6 +36,10 @@ export class RpcGate {
   private requestBytes = 0
   private responseBytes = 0
   private uploadBytes = 0
+  private computes = 0
+  private computeMs = 0
+  /** When the oldest compute not yet followed by a response was forwarded. */
+  private computeStarted: number | undefined
   private readonly requests: RpcRequestParser
   private readonly responses: RpcResponseParser
   private forwardRequest: (bytes: Uint8Array) => void = () => {}
@@ -45,6 +52,10 @@ export class RpcGate {
       onFrame: (frame) => {
         this.counts[frame.command] = (this.counts[frame.command] ?? 0) + 1
         if (frame.command === RpcCommand.Hello) frame.bytes.fill(0, REQUEST_HEADER_SIZE)
+        if (frame.command === RpcCommand.GraphCompute || frame.command === RpcCommand.GraphRecompute) {
+          this.computes++
+          this.computeStarted ??= performance.now()
+        }
         this.forwardRequest(frame.bytes)
       },
       onBody: (bytes) => {
@@ -57,6 +68,11 @@ export class RpcGate {
       onFrame: (frame) => {
         // HELLO reply: major, minor, patch, padding, then the caps.
         if (frame.command === RpcCommand.Hello) frame.bytes.fill(0, RESPONSE_HEADER_SIZE + 4)
+        // Computes have no reply: the next reply (the activations' GET_TENSOR) tells they are done.
+        if (this.computeStarted !== undefined) {
+          this.computeMs += performance.now() - this.computeStarted
+          this.computeStarted = undefined
+        }
         this.forwardResponse(frame.bytes)
       },
       onBody: (bytes) => this.forwardResponse(bytes)
@@ -86,7 +102,9 @@ export class RpcGate {
       requestBytes: this.requestBytes,
       responseBytes: this.responseBytes,
       commands,
-      uploadBytes: this.uploadBytes
+      uploadBytes: this.uploadBytes,
+      computes: this.computes,
+      computeMs: this.computeMs
     }
   }
 }

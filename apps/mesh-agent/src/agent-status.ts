@@ -1,0 +1,85 @@
+import type { RpcTraffic } from '@frankenstein-mesh/tunnel'
+
+/** What `mesh-agent status` shows; served as JSON on the agent's control socket. */
+export interface AgentStatus {
+  readonly peerId: string
+  readonly addresses: readonly string[]
+  readonly pools: ReadonlyArray<{
+    readonly name: string
+    readonly weight: number
+    /** Decayed time the pool has held the worker: what fairness is judged on. */
+    readonly usageMs: number
+    readonly traffic: PoolTraffic
+  }>
+  readonly lease: {
+    readonly holder: {
+      readonly pool: string
+      readonly peer: string
+      readonly id: number
+      readonly grantedAt: number
+      readonly revokeBy?: number | undefined
+    } | null
+    readonly waiting: readonly string[]
+  }
+  readonly rpcServer: {
+    readonly port: number
+    /** Process id while it runs (absent for an rpc-server we were pointed at). */
+    readonly pid?: number | undefined
+    readonly state: 'up' | 'restarting' | 'external'
+    readonly restarts: number
+    readonly lastLoss: string | null
+  }
+  readonly rpcConnections: number
+}
+
+export interface PoolTraffic {
+  readonly connections: number
+  readonly requestBytes: number
+  readonly responseBytes: number
+  readonly uploadBytes: number
+  readonly computes: number
+  readonly computeMs: number
+}
+
+export const NO_TRAFFIC: PoolTraffic = {
+  connections: 0,
+  requestBytes: 0,
+  responseBytes: 0,
+  uploadBytes: 0,
+  computes: 0,
+  computeMs: 0
+}
+
+export function addTraffic(total: PoolTraffic, one: RpcTraffic): PoolTraffic {
+  return {
+    connections: total.connections + 1,
+    requestBytes: total.requestBytes + one.requestBytes,
+    responseBytes: total.responseBytes + one.responseBytes,
+    uploadBytes: total.uploadBytes + one.uploadBytes,
+    computes: total.computes + one.computes,
+    computeMs: total.computeMs + one.computeMs
+  }
+}
+
+/** The status for people: a few lines, nothing they did not ask for. */
+export function formatStatus(status: AgentStatus): string {
+  const mib = (n: number): string => `${(n / 1024 ** 2).toFixed(1)} MiB`
+  const holder = status.lease.holder
+  const lines = [
+    `peer      ${status.peerId}`,
+    ...status.addresses.map((a, i) => `${i === 0 ? 'addresses' : '         '} ${a}`),
+    `rpc-server 127.0.0.1:${status.rpcServer.port} ${status.rpcServer.state}, ${status.rpcServer.restarts} restarts${status.rpcServer.lastLoss === null ? '' : `, last lost: ${status.rpcServer.lastLoss}`}`,
+    holder === null
+      ? 'lease     none'
+      : `lease     ${holder.id} held by pool ${holder.pool} (${holder.peer}) since ${new Date(holder.grantedAt).toISOString()}${holder.revokeBy === undefined ? '' : `, revoked: yield by ${new Date(holder.revokeBy).toISOString()}`}`,
+    `waiting   ${status.lease.waiting.length === 0 ? 'nobody' : status.lease.waiting.join(', ')}`,
+    'pools:'
+  ]
+  for (const pool of status.pools) {
+    const t = pool.traffic
+    lines.push(
+      `  ${pool.name} (weight ${pool.weight}): held ${(pool.usageMs / 60_000).toFixed(1)} min (decayed), ${t.connections} connections, ${mib(t.uploadBytes)} loaded, ${t.computes} computes (${(t.computeMs / 1000).toFixed(1)} s)`
+    )
+  }
+  return lines.join('\n')
+}
