@@ -185,6 +185,33 @@ describe('one agent, two pools, exclusive leases', { timeout: 240_000 }, () => {
       await node.stop()
     }
   })
+
+  it('leaves with notice: the holder is revoked, releases, and the agent and its rpc-server exit', async () => {
+    const node = await createMeshNode({
+      privateKey: await ephemeralPrivateKey(),
+      listen: ['/ip4/127.0.0.1/tcp/0']
+    })
+    try {
+      await node.dial(multiaddr(agent.addresses[0] ?? ''))
+      const lease = await acquireLease({
+        node,
+        peer: peerIdFromString(agent.peerId),
+        pool: 'b',
+        logger: silentLogger()
+      })
+      const rpcPid = (await status()).rpcServer.pid
+      const exited = new Promise<number | null>((resolve) => agent.child.once('exit', resolve))
+      await run(process.execPath, [AGENT, 'leave', '--identity', join(scratch.dir, 'agent.key')])
+      const revokeBy = await lease.revoked
+      assert.ok(revokeBy > Date.now(), 'the holder got notice before the end')
+      await lease.release()
+      assert.equal(await exited, 0)
+      assert.ok(rpcPid !== undefined)
+      assert.throws(() => process.kill(rpcPid, 0), 'rpc-server is gone too')
+    } finally {
+      await node.stop()
+    }
+  })
 })
 
 function timeline(events: readonly LeaseEvent[]): string {

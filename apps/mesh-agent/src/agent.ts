@@ -144,7 +144,7 @@ export async function startAgent(options: JoinOptions, logger: Logger): Promise<
     leases,
     stop: async () => {
       rendezvous.stop()
-      await leases.stop('agent-leaving')
+      await leases.stop(options.grace * 1000)
       await service.stop()
       await node.stop()
       await rpc.stop()

@@ -1,4 +1,5 @@
 import { EventEmitter } from 'node:events'
+import { setTimeout as sleep } from 'node:timers/promises'
 import type { Connection, Stream } from '@libp2p/interface'
 import { messageChannel, type MeshNode, type MessageChannel } from '@frankenstein-mesh/mesh'
 import {
@@ -82,18 +83,28 @@ export class LeaseService extends EventEmitter<LeaseServiceEvents> {
     this.timer = setInterval(() => this.apply(this.init.scheduler.tick()), this.init.tickMs ?? 1_000)
   }
 
-  /** Tell every session, end every lease, stop answering. */
-  async stop(reason: LeaseEndReason = 'agent-leaving'): Promise<void> {
+  /**
+   * Leaving: waiting sessions are refused; the holder is revoked with `noticeMs` to drain and
+   * release (bounded: after that its lease ends regardless). Then nothing is answered any more.
+   */
+  async stop(noticeMs = 0): Promise<void> {
     clearInterval(this.timer)
     await this.init.node.unhandle(PROTOCOL.lease)
-    for (const session of this.sessions) {
-      if (session.lease !== undefined) {
-        this.init.scheduler.release(session.lease.id)
-        await this.endSession(session, reason)
-      } else {
-        await this.tell(session, { type: 'refused', version: 1, reason: 'agent-leaving' })
-        await session.channel.close()
-      }
+    for (const session of [...this.sessions]) {
+      if (session.lease !== undefined) continue
+      this.sessions.delete(session)
+      await this.tell(session, { type: 'refused', version: 1, reason: 'agent-leaving' })
+      await session.channel.close()
+    }
+    const holder = this.holderSession()
+    if (holder?.lease !== undefined && noticeMs > 0) {
+      const deadline = Date.now() + noticeMs
+      await this.tell(holder, { type: 'revoke', version: 1, leaseId: holder.lease.id, revokeBy: deadline })
+      while (this.holderSession() === holder && Date.now() < deadline) await sleep(50)
+    }
+    for (const session of [...this.sessions]) {
+      if (session.lease !== undefined) this.init.scheduler.release(session.lease.id)
+      await this.endSession(session, 'agent-leaving')
     }
     this.sessions.clear()
   }
