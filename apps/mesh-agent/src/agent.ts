@@ -58,7 +58,8 @@ export async function startAgent(options: JoinOptions, logger: Logger): Promise<
     now: Date.now,
     minSliceMs: options.minSlice * 1000,
     graceMs: options.grace * 1000,
-    leaseTtlMs: options.leaseTtl * 1000
+    leaseTtlMs: options.leaseTtl * 1000,
+    idleMs: options.idle * 1000
   })
   // Only the lease holder's RPC streams reach rpc-server; when its lease ends, they are closed.
   const leases = new LeaseService({
@@ -74,6 +75,10 @@ export async function startAgent(options: JoinOptions, logger: Logger): Promise<
     rpcServerPort: rpc.port,
     logger,
     authorize: (connection) => connection.remotePeer.toString() === leases.holderPeer,
+    onActivity: (peer) => {
+      const pool = leases.poolOf(peer)
+      if (pool !== undefined) scheduler.activity(pool)
+    },
     onEnd: (peer, one) => {
       const pool = leases.poolOf(peer)
       if (pool !== undefined) traffic.set(pool, addTraffic(traffic.get(pool) ?? NO_TRAFFIC, one))

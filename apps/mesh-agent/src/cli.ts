@@ -75,6 +75,11 @@ export function buildProgram(signal: AbortSignal): Command {
       '30'
     )
     .option('--lease-ttl <seconds>', 'a holder that does not renew for this long loses its lease', '60')
+    .option(
+      '--idle <seconds>',
+      'a holder that sent no RPC for this long yields at once to a waiting pool',
+      '60'
+    )
     .option('--control <socket>', 'local control socket for `status` and `leave` (default: <identity>.sock)')
     .action(async (raw: Record<string, unknown>) => {
       const parsed = JoinOptions.safeParse({ ...raw, listen: raw['listen'] ?? ['/ip4/0.0.0.0/tcp/0'] })

@@ -62,7 +62,8 @@ export const JoinOptions = z
     rendezvousRefresh: z.coerce.number().int().min(1).max(86_400).default(60),
     minSlice: z.coerce.number().min(0).max(86_400).default(300),
     grace: z.coerce.number().min(0).max(3_600).default(30),
-    leaseTtl: z.coerce.number().min(1).max(3_600).default(60)
+    leaseTtl: z.coerce.number().min(1).max(3_600).default(60),
+    idle: z.coerce.number().min(1).max(86_400).default(60)
   })
   .refine((o) => new Set(o.pool.map((p) => p.name)).size === o.pool.length, 'each pool may be joined once')
   .refine(

@@ -28,6 +28,8 @@ export interface LeaseSchedulerInit {
   readonly halfLifeMs?: number | undefined
   readonly leaseTtlMs?: number | undefined
   readonly maxDebtMs?: number | undefined
+  /** A holder that sent no RPC for this long yields at once to a waiting pool. */
+  readonly idleMs?: number | undefined
 }
 
 export interface Lease {
@@ -64,8 +66,9 @@ export class LeaseScheduler {
   private readonly halfLifeMs: number
   private readonly leaseTtlMs: number
   private readonly maxDebtMs: number
+  private readonly idleMs: number
   private readonly pools = new Map<string, PoolState>()
-  private holder: (Lease & { renewedAt: number }) | undefined
+  private holder: (Lease & { renewedAt: number; activeAt?: number }) | undefined
   private nextId = 1
 
   constructor(init: LeaseSchedulerInit) {
@@ -75,6 +78,7 @@ export class LeaseScheduler {
     this.halfLifeMs = init.halfLifeMs ?? 6 * 60 * 60_000
     this.leaseTtlMs = init.leaseTtlMs ?? 60_000
     this.maxDebtMs = init.maxDebtMs ?? 30 * 60_000
+    this.idleMs = init.idleMs ?? 60_000
     const t = this.now()
     for (const pool of init.pools)
       this.pools.set(pool.name, { weight: pool.weight, use: 0, usedAt: t, waiting: false })
@@ -123,12 +127,24 @@ export class LeaseScheduler {
     const t = this.now()
     if (t - holder.renewedAt > this.leaseTtlMs) return this.terminate('lease-expired')
     if (holder.revokeBy !== undefined) return t >= holder.revokeBy ? this.terminate('grace-expired') : []
-    if (t - holder.grantedAt < this.minSliceMs) return []
     const owed = this.mostOwed()
-    if (owed === undefined || this.normalizedUse(owed) >= this.normalizedUse(holder.pool)) return []
+    if (owed === undefined) return []
+    // An idle holder yields to anyone waiting, fairness and minimum slice aside: it loses no work.
+    const idle = t - this.lastActivity(holder) >= this.idleMs
+    if (!idle && t - holder.grantedAt < this.minSliceMs) return []
+    if (!idle && this.normalizedUse(owed) >= this.normalizedUse(holder.pool)) return []
     const revokeBy = t + this.graceMs
     this.holder = { ...holder, revokeBy }
     return [{ type: 'revoke', lease: this.holder, revokeBy }]
+  }
+
+  /** The holder used the worker (an RPC command went through): it is not idle. */
+  activity(pool: string): void {
+    if (this.holder?.pool === pool) this.holder.activeAt = this.now()
+  }
+
+  private lastActivity(holder: Lease & { activeAt?: number }): number {
+    return holder.activeAt ?? holder.grantedAt
   }
 
   /** Time each pool has used, decayed to now: the figure fairness is judged on. */

@@ -47,6 +47,7 @@ function simulate(
       const answer = scheduler.request(name)
       if (answer.granted) {
         scheduler.renew(answer.lease.id)
+        scheduler.activity(name)
         waitingSince.delete(name)
       } else {
         const since = waitingSince.get(name) ?? t
@@ -121,6 +122,27 @@ describe('LeaseScheduler', () => {
     )
     const bShare = (run.held.get('b') ?? 0) / (6 * HOUR)
     assert.ok(bShare > 0.5 && bShare < 0.65, `b had ${(bShare * 100).toFixed(0)}% of its 6 hours`)
+  })
+
+  it('revokes an idle holder at once when another pool waits, before its minimum slice', () => {
+    let t = 0
+    const scheduler = new LeaseScheduler({
+      pools: [
+        { name: 'a', weight: 10 },
+        { name: 'b', weight: 1 }
+      ],
+      now: () => t,
+      minSliceMs: HOUR,
+      idleMs: 30_000
+    })
+    assert.ok(scheduler.request('a').granted)
+    scheduler.request('b')
+    t = 20_000
+    scheduler.activity('a')
+    t = 45_000
+    assert.deepEqual(scheduler.tick(), [], 'used 25 s ago: not idle yet')
+    t = 50_000
+    assert.equal(scheduler.tick()[0]?.type, 'revoke')
   })
 
   it('starves no pool, however small its weight', () => {

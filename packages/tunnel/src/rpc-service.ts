@@ -2,7 +2,7 @@ import { connect } from 'node:net'
 import type { Connection, Libp2p, Stream } from '@libp2p/interface'
 import { PROTOCOL } from '@frankenstein-mesh/protocol'
 import type { Logger } from 'pino'
-import { bridge } from './bridge.ts'
+import { bridge, type Gate } from './bridge.ts'
 import { RpcGate, type RpcTraffic } from './rpc-gate.ts'
 
 export interface RpcServiceInit {
@@ -12,6 +12,8 @@ export interface RpcServiceInit {
   readonly logger: Logger
   /** Decides whether a peer's stream may reach rpc-server; refused streams are reset at once. */
   readonly authorize?: ((connection: Connection) => boolean) | undefined
+  /** Called whenever a peer's RPC bytes come in: the agent's measure of a lease holder being busy. */
+  readonly onActivity?: ((peer: string) => void) | undefined
   /** Called with the counters of each RPC connection when it ends. */
   readonly onEnd?: ((peer: string, traffic: RpcTraffic) => void) | undefined
 }
@@ -44,7 +46,15 @@ export async function startRpcService(init: RpcServiceInit): Promise<RpcService>
     open.set(stream, peer)
     const gate = new RpcGate()
     const socket = connect({ host: '127.0.0.1', port: port(), noDelay: true, allowHalfOpen: true })
-    const end = await bridge({ socket, stream, fromStream: gate.request, fromSocket: gate.response })
+    const onActivity = init.onActivity
+    const fromStream: Gate =
+      onActivity === undefined
+        ? gate.request
+        : (chunk, forward) => {
+            onActivity(peer)
+            gate.request(chunk, forward)
+          }
+    const end = await bridge({ socket, stream, fromStream, fromSocket: gate.response })
     open.delete(stream)
     const traffic = gate.snapshot()
     log.debug({ peer, clean: end.clean, error: end.error?.message, ...traffic }, 'rpc connection ended')
