@@ -4,7 +4,7 @@ import { defaultIdentityPath } from '@frankenstein-mesh/mesh'
 import { z } from 'zod'
 import { startAgent } from './agent.ts'
 import { formatStatus, type AgentStatus } from './agent-status.ts'
-import { callControl, startControlServer } from './control-socket.ts'
+import { callControl, startControlServer } from '@frankenstein-mesh/control'
 import { JoinOptions } from './config.ts'
 import { AgentError } from './errors.ts'
 
@@ -95,11 +95,12 @@ export function buildProgram(signal: AbortSignal): Command {
         rpcPort: agent.rpcPort
       }
       const leave = new AbortController()
-      const control = await startControlServer({
-        path: controlPath(raw['control'], parsed.data.identity),
-        logger,
-        status: () => agent.status(),
-        leave: () => leave.abort()
+      const control = await startControlServer(controlPath(raw['control'], parsed.data.identity), {
+        'GET /status': () => agent.status(),
+        'POST /leave': () => {
+          leave.abort()
+          return { leaving: true }
+        }
       })
       process.stdout.write(`${JSON.stringify(ready)}\n`)
       await new Promise<void>((resolve) => {

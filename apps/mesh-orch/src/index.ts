@@ -7,3 +7,6 @@ export {
   type PlacementInit,
   type PlacementResult
 } from './placement.ts'
+export { Orchestrator, describePlan, type ServingState } from './orchestrator.ts'
+export { ServeOptions } from './config.ts'
+export { startServing, type Serving, type OrchestratorStatus } from './serve.ts'

@@ -50,7 +50,7 @@ export type PlacementResult =
 const UNKNOWN_RTT_MS = 1_000
 
 export function planPlacement(candidates: readonly Candidate[], init: PlacementInit): PlacementResult {
-  const reserve = init.reserveBytes ?? 256 * 1024 ** 2
+  const reserve = init.reserveBytes ?? 32 * 1024 ** 2
   const headroom = init.headroom ?? 0.1
   const capacity = (c: Candidate): number =>
     Math.max(0, Math.floor(c.offeredBytes * (1 - headroom)) - reserve)

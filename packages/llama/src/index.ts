@@ -22,7 +22,8 @@ export {
   startLlamaServer,
   llamaServerArgs,
   type LlamaServer,
-  type LlamaServerInit
+  type LlamaServerInit,
+  type DeviceBuffers
 } from './process/llama-server.ts'
 
 export * from './rpc/protocol.ts'

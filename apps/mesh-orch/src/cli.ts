@@ -1,0 +1,148 @@
+import { callControl, startControlServer } from '@frankenstein-mesh/control'
+import { createLogger } from '@frankenstein-mesh/llama'
+import { defaultIdentityPath } from '@frankenstein-mesh/mesh'
+import { Command } from 'commander'
+import { z } from 'zod'
+import { ServeOptions } from './config.ts'
+import { OrchError } from './errors.ts'
+import { startServing, type OrchestratorStatus } from './serve.ts'
+
+const collect = (value: string, previous: string[] = []): string[] => [...previous, value]
+
+export function buildProgram(signal: AbortSignal): Command {
+  const program = new Command('mesh-orch')
+    .description(
+      'Serve a Frankenstein Mesh pool: find its workers, lease them, split the model across them with llama.cpp RPC over encrypted libp2p tunnels, and answer the OpenAI-compatible API.'
+    )
+    .showHelpAfterError()
+
+  program
+    .command('serve')
+    .description('serve a pool until stopped (SIGINT/SIGTERM end it, releasing every lease)')
+    .option('--pool <pool>', 'the pool to serve')
+    .option('--model <file.gguf>', 'the model to serve (swap it later with `mesh-orch model`)')
+    .option('--host <address>', 'address of the HTTP API', '127.0.0.1')
+    .option('--port <port>', 'port of the HTTP API (0: any free port)', '8080')
+    .option(
+      '--identity <file>',
+      'Ed25519 identity key, created on first start (mode 0600)',
+      defaultIdentityPath('orchestrator')
+    )
+    .option('--listen <multiaddr>', 'mesh address to listen on, repeatable', collect)
+    .option('--announce <multiaddr>', 'mesh address to tell peers instead, repeatable', collect)
+    .option(
+      '--bootstrap <multiaddr>',
+      'peer to join the mesh through (/ip4/.../tcp/.../p2p/<id>), repeatable',
+      collect
+    )
+    .option('--no-mdns', 'do not look for workers on the local network')
+    .option('--llama-server-bin <path>', 'llama-server to run (default: found or built, see fm-llama ensure)')
+    .option('--ctx-size <tokens>', 'context per parallel slot', '4096')
+    .option('--parallel <slots>', 'parallel slots (continuous batching): many users at the cost of one', '4')
+    .option(
+      '--queue-timeout <seconds>',
+      'how long a request waits for a serving plan before a 503 with Retry-After',
+      '60'
+    )
+    .option(
+      '--rendezvous-refresh <seconds>',
+      'how often to re-announce on the DHT and look for workers',
+      '60'
+    )
+    .option('--worker-expiry <seconds>', 'a worker not heard from for this long leaves the view', '15')
+    .option(
+      '--control <socket>',
+      'local control socket for status, workers and model (default: <identity>.sock)'
+    )
+    .action(async (raw: Record<string, unknown>) => {
+      const parsed = ServeOptions.safeParse({ ...raw, listen: raw['listen'] ?? ['/ip4/0.0.0.0/tcp/0'] })
+      if (!parsed.success)
+        throw new OrchError('ERR_USAGE', z.prettifyError(parsed.error).replaceAll('\n', '; '))
+      const logger = createLogger({ name: 'mesh-orch' })
+      const serving = await startServing(parsed.data, logger)
+      const control = await startControlServer(controlPath(raw['control'], parsed.data.identity), {
+        'GET /status': () => serving.status(),
+        'POST /model': async (body) => {
+          const path = z.object({ model: z.string().min(1) }).parse(body).model
+          await serving.orchestrator.setModel(path)
+          return { model: path }
+        }
+      })
+      process.stdout.write(
+        `${JSON.stringify({ event: 'listening', url: serving.url, peerId: serving.peerId, addresses: serving.addresses() })}\n`
+      )
+      await new Promise<void>((resolve) => signal.addEventListener('abort', () => resolve(), { once: true }))
+      logger.info('stopping')
+      await control.close()
+      await serving.stop()
+    })
+
+  const ask = (name: string, description: string) =>
+    program
+      .command(name)
+      .description(description)
+      .option('--identity <file>', 'identity of the orchestrator to ask', defaultIdentityPath('orchestrator'))
+      .option('--control <socket>', 'its control socket (default: <identity>.sock)')
+      .option('--json', 'print JSON')
+
+  ask('status', 'show the running orchestrator: state, plan, workers, requests in flight').action(
+    async (opts: { identity: string; control?: string; json?: boolean }) => {
+      const status = (await callControl(
+        controlPath(opts.control, opts.identity),
+        'GET',
+        '/status'
+      )) as OrchestratorStatus
+      process.stdout.write(`${opts.json === true ? JSON.stringify(status, null, 2) : formatStatus(status)}\n`)
+    }
+  )
+  ask('workers', "list the pool's workers the orchestrator knows").action(
+    async (opts: { identity: string; control?: string; json?: boolean }) => {
+      const status = (await callControl(
+        controlPath(opts.control, opts.identity),
+        'GET',
+        '/status'
+      )) as OrchestratorStatus
+      process.stdout.write(
+        `${opts.json === true ? JSON.stringify(status.workers, null, 2) : formatWorkers(status)}\n`
+      )
+    }
+  )
+  program
+    .command('model <file.gguf>')
+    .description('serve another model without restarting: the current plan drains, then the new model loads')
+    .option('--identity <file>', 'identity of the orchestrator', defaultIdentityPath('orchestrator'))
+    .option('--control <socket>', 'its control socket (default: <identity>.sock)')
+    .action(async (file: string, opts: { identity: string; control?: string }) => {
+      await callControl(controlPath(opts.control, opts.identity), 'POST', '/model', { model: file })
+      process.stdout.write(`serving ${file} from the next plan on\n`)
+    })
+  return program
+}
+
+function controlPath(control: unknown, identity: string): string {
+  return typeof control === 'string' && control !== '' ? control : `${identity}.sock`
+}
+
+function formatStatus(s: OrchestratorStatus): string {
+  return [
+    `pool      ${s.pool} at ${s.url}`,
+    `peer      ${s.peerId}`,
+    `model     ${s.model ?? 'none'}`,
+    `state     ${s.state}${s.lastPlanError === null ? '' : ` (${s.lastPlanError})`}`,
+    `requests  ${s.requestsInFlight} in flight`,
+    'plan:',
+    ...(s.plan.length === 0 ? ['  none'] : s.plan.map((line) => `  ${line}`)),
+    formatWorkers(s)
+  ].join('\n')
+}
+
+function formatWorkers(s: OrchestratorStatus): string {
+  const gib = (n: number): string => `${(n / 1024 ** 3).toFixed(1)} GiB`
+  return [
+    `workers (${s.workers.length}):`,
+    ...s.workers.map(
+      (w) =>
+        `  ${w.peer}  ${gib(w.offeredBytes)} offered, ${w.lease}, rtt ${w.rttMs === null ? '?' : `${w.rttMs} ms`}`
+    )
+  ].join('\n')
+}

@@ -1,0 +1,111 @@
+import { ensureBinaries } from '@frankenstein-mesh/llama'
+import {
+  createMeshNode,
+  dialDiscovered,
+  loadOrCreateIdentity,
+  startRendezvous
+} from '@frankenstein-mesh/mesh'
+import type { Logger } from 'pino'
+import type { ServeOptions } from './config.ts'
+import { startHttpFront } from './http-front.ts'
+import { Orchestrator, describePlan } from './orchestrator.ts'
+
+export interface Serving {
+  readonly url: string
+  readonly peerId: string
+  readonly orchestrator: Orchestrator
+  addresses(): string[]
+  status(): OrchestratorStatus
+  stop(): Promise<void>
+}
+
+export interface OrchestratorStatus {
+  readonly peerId: string
+  readonly url: string
+  readonly pool: string
+  readonly model: string | undefined
+  readonly state: string
+  readonly lastPlanError: string | null
+  readonly plan: string[]
+  readonly requestsInFlight: number
+  readonly workers: Array<{
+    peer: string
+    offeredBytes: number
+    freeBytes: number
+    rttMs: number | null
+    lease: string
+    lastSeen: number
+  }>
+}
+
+/** Wires the orchestrator: identity, mesh node, discovery, the serving loop, the HTTP front. */
+export async function startServing(options: ServeOptions, logger: Logger): Promise<Serving> {
+  const identity = await loadOrCreateIdentity(options.identity)
+  const llamaServer = options.llamaServerBin ?? (await ensureBinaries({ logger })).llamaServer
+  const node = await createMeshNode({
+    privateKey: identity.privateKey,
+    listen: options.listen,
+    announce: options.announce.length > 0 ? options.announce : undefined,
+    bootstrap: options.bootstrap,
+    mdns: options.mdns
+  })
+  const dial = dialDiscovered(node, logger)
+  const rendezvous = startRendezvous({
+    node,
+    pools: [options.pool],
+    role: 'orchestrator',
+    logger,
+    refreshMs: options.rendezvousRefresh * 1000,
+    onPeer: (peer) => dial(peer)
+  })
+  const orchestrator = new Orchestrator({
+    node,
+    pool: options.pool,
+    model: options.model,
+    llamaServer,
+    logger,
+    contextSize: options.ctxSize,
+    parallel: options.parallel,
+    workerExpiryMs: options.workerExpiry * 1000,
+    workerRefreshMs: Math.min(5_000, (options.workerExpiry * 1000) / 3)
+  })
+  orchestrator.on('plan', (plan) => logger.info({ plan: describePlan(plan) }, 'plan'))
+  await orchestrator.start()
+  const front = await startHttpFront({
+    orchestrator,
+    host: options.host,
+    port: options.port,
+    logger,
+    queueTimeoutMs: options.queueTimeout * 1000
+  })
+  return {
+    url: front.url,
+    peerId: identity.peerId,
+    orchestrator,
+    addresses: () => node.getMultiaddrs().map((a) => a.toString()),
+    status: () => ({
+      peerId: identity.peerId,
+      url: front.url,
+      pool: options.pool,
+      model: orchestrator.modelPath,
+      state: orchestrator.state,
+      lastPlanError: orchestrator.lastPlanError ?? null,
+      plan: orchestrator.plan === undefined ? [] : describePlan(orchestrator.plan),
+      requestsInFlight: orchestrator.requestsInFlight,
+      workers: orchestrator.directory.list().map((w) => ({
+        peer: w.peer.toString(),
+        offeredBytes: w.advert.memory.offered,
+        freeBytes: w.advert.memory.free,
+        rttMs: w.rttMs ?? null,
+        lease: w.advert.lease.state === 'leased' ? `leased by ${w.advert.lease.pool ?? '?'}` : 'idle',
+        lastSeen: w.lastSeen
+      }))
+    }),
+    stop: async () => {
+      await front.close()
+      await orchestrator.stop()
+      rendezvous.stop()
+      await node.stop()
+    }
+  }
+}

@@ -1,0 +1,7 @@
+export {
+  startControlServer,
+  callControl,
+  ControlError,
+  type ControlRoutes,
+  type ControlServer
+} from './control-socket.ts'
