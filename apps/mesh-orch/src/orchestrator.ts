@@ -49,7 +49,9 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
   private deployment: Deployment | undefined
   private stateValue: ServingState = 'waiting-for-workers'
   private inFlight = 0
+  /** Workers another pool holds (we may line up for them), and workers that failed us (we may not). */
   private readonly busyUntil = new Map<string, number>()
+  private readonly unreachableUntil = new Map<string, number>()
   private wake: (() => void) | undefined
   private stopped = false
   private loop: Promise<void> | undefined
@@ -92,13 +94,13 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
     this.loop = this.run()
   }
 
+  /** Drains what is in flight, stops llama-server, releases every lease. */
   async stop(): Promise<void> {
     this.stopped = true
+    this.deployment?.invalidate({ kind: 'replaced', reason: 'stopping' })
     this.wake?.()
     this.directory.stop()
     await this.loop
-    await this.deployment?.stop()
-    this.deployment = undefined
     this.setState('stopped')
   }
 
@@ -140,7 +142,10 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
   private async run(): Promise<void> {
     while (!this.stopped) {
       const deployment = await this.deployOnce()
-      if (deployment === 'retry') continue
+      if (deployment === 'retry') {
+        await this.idle(200)
+        continue
+      }
       if (deployment === undefined) {
         await this.idle(2_000)
         continue
@@ -209,7 +214,7 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
     } catch (err) {
       this.noteError((err as Error).message)
       if (err instanceof WorkerBusyError) this.busyUntil.set(err.peer, err.freeAt)
-      else if (err instanceof WorkerUnreachableError) this.busyUntil.set(err.peer, Date.now() + 10_000)
+      else if (err instanceof WorkerUnreachableError) this.unreachableUntil.set(err.peer, Date.now() + 10_000)
       else return undefined
       return 'retry'
     }
