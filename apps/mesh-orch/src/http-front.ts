@@ -2,6 +2,13 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { Logger } from 'pino'
 import { OrchError } from './errors.ts'
 import type { Orchestrator } from './orchestrator.ts'
+import {
+  StreamTracker,
+  resumable,
+  resumeStream,
+  upstreamBody,
+  type ResumableRequest
+} from './stream-resume.ts'
 
 export interface HttpFrontInit {
   readonly orchestrator: Orchestrator
@@ -79,6 +86,8 @@ async function handle(req: IncomingMessage, res: ServerResponse, init: HttpFront
   }
   const abort = new AbortController()
   res.once('close', () => abort.abort())
+  const resume = req.method === 'POST' ? resumable(req.url ?? '', body) : undefined
+  const upstreamPayload = resume === undefined ? body : Buffer.from(upstreamBody(resume))
   for (let attempt = 1; ; attempt++) {
     let admission
     try {
@@ -92,10 +101,11 @@ async function handle(req: IncomingMessage, res: ServerResponse, init: HttpFront
       const upstream = await fetch(`${admission.url}${req.url ?? '/'}`, {
         method: req.method ?? 'GET',
         headers: forwardHeaders(req),
-        body: body.length > 0 ? body : null,
+        body: upstreamPayload.length > 0 ? upstreamPayload : null,
         signal: abort.signal
       })
-      await relay(upstream, res)
+      if (resume !== undefined && upstream.ok) await relayResumable(upstream, res, resume, init, abort.signal)
+      else await relay(upstream, res)
       return
     } catch (err) {
       // llama-server went away before answering: the request is whole, so it can go to the next plan.
@@ -118,6 +128,48 @@ async function relay(upstream: Response, res: ServerResponse): Promise<void> {
   }
   for await (const chunk of upstream.body) {
     if (!res.write(chunk)) await new Promise((resolve) => res.once('drain', resolve))
+  }
+  res.end()
+}
+
+/**
+ * Relays an OpenAI stream while tracking its tokens; when llama-server dies mid-stream, waits for
+ * the next plan and continues the same completion there, so the client sees one unbroken stream.
+ */
+async function relayResumable(
+  upstream: Response,
+  res: ServerResponse,
+  request: ResumableRequest,
+  init: HttpFrontInit,
+  signal: AbortSignal
+): Promise<void> {
+  const headers: Record<string, string> = {}
+  upstream.headers.forEach((value, key) => {
+    if (!HOP_BY_HOP.has(key)) headers[key] = value
+  })
+  res.writeHead(upstream.status, headers)
+  const tracker = new StreamTracker(request)
+  const write = async (text: string): Promise<void> => {
+    if (text !== '' && !res.write(text)) await new Promise((resolve) => res.once('drain', resolve))
+  }
+  try {
+    for await (const bytes of upstream.body ?? [])
+      await write(tracker.push(Buffer.from(bytes).toString('utf8')))
+  } catch (err) {
+    if (signal.aborted) throw err
+  }
+  for (let attempt = 1; !tracker.finished && !signal.aborted; attempt++) {
+    init.logger.warn({ tokens: tracker.tokens.length, attempt }, 'stream cut: resuming it on the next plan')
+    const admission = await init.orchestrator.admit(init.queueTimeoutMs, signal)
+    try {
+      for await (const event of resumeStream(admission.url, request, tracker, signal)) await write(event)
+      tracker.markFinished()
+    } catch (err) {
+      signal.throwIfAborted() // the client went away: nothing to resume for
+      if (attempt >= (init.attempts ?? 3)) throw err
+    } finally {
+      admission.done()
+    }
   }
   res.end()
 }
