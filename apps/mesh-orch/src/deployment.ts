@@ -39,8 +39,11 @@ export interface Deployment {
   readonly invalidated: Promise<Invalidation>
   /** Declares it unusable from outside (the model changed, discovery lost a worker). */
   invalidate(why: Invalidation): void
-  /** Stops llama-server, closes the tunnels, releases the leases. */
-  stop(): Promise<void>
+  /**
+   * Stops llama-server, closes the tunnels, releases the leases. `lost`: a worker is gone, so
+   * llama-server can only abort: kill it at once instead of waiting for it.
+   */
+  stop(lost?: boolean): Promise<void>
 }
 
 /** Thrown when a planned worker is held by another pool: the caller plans around it. */
@@ -72,8 +75,8 @@ export async function deploy(init: DeploymentInit): Promise<Deployment> {
   const leases: LeaseHandle[] = []
   const tunnels: RpcTunnel[] = []
   let llama: LlamaServer | undefined
-  const stop = async (): Promise<void> => {
-    await llama?.stop()
+  const stop = async (lost = false): Promise<void> => {
+    await (lost ? llama?.process.kill() : llama?.stop())
     await Promise.all(tunnels.map((t) => t.close()))
     await Promise.all(leases.map((l) => l.release()))
   }

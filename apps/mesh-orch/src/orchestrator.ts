@@ -56,6 +56,8 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
   private stopped = false
   private loop: Promise<void> | undefined
   lastPlanError: string | undefined
+  /** When the last plan stopped serving, and how long the way back took (epoch ms). */
+  lastFailover: { reason: string; invalidatedAt: number; plannedAt?: number; servingAt?: number } | undefined
 
   constructor(init: OrchestratorInit) {
     super()
@@ -90,6 +92,11 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
     await this.setModel(this.init.model)
     this.directory.on('added', () => this.wake?.())
     this.directory.on('removed', (entry) => this.onWorkerGone(entry.peer.toString()))
+    // A closed connection is the earliest sign of a dead worker: skip it until discovery sees it again.
+    this.init.node.addEventListener('peer:disconnect', (evt) =>
+      this.unreachableUntil.set(evt.detail.toString(), Date.now() + 10_000)
+    )
+    this.directory.on('added', (entry) => this.unreachableUntil.delete(entry.peer.toString()))
     this.directory.start()
     this.loop = this.run()
   }
@@ -151,6 +158,7 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
         continue
       }
       this.deployment = deployment
+      if (this.lastFailover !== undefined) this.lastFailover.servingAt ??= Date.now()
       this.setState('serving')
       const why = await deployment.invalidated
       await this.retire(deployment, why)
@@ -190,6 +198,8 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
     }
     if (waitInLine) this.noteError('waiting in line for workers other pools hold')
     this.setState('loading')
+    if (this.lastFailover !== undefined && this.lastFailover.servingAt === undefined)
+      this.lastFailover.plannedAt = Date.now()
     this.log.info({ plan: describePlan(result.plan) }, 'deploying plan')
     this.emit('plan', result.plan)
     const total = placedBytes(model.layout, 0)
@@ -223,6 +233,7 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
   /** Takes a deployment down: a revocation drains in-flight requests first (until its deadline). */
   private async retire(deployment: Deployment, why: Invalidation): Promise<void> {
     this.log.warn({ why }, 'plan no longer serves')
+    this.lastFailover = { reason: why.kind, invalidatedAt: Date.now() }
     if (why.kind === 'revoked' || why.kind === 'replaced') {
       this.setState('draining')
       const deadline =
@@ -235,7 +246,7 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
     if (why.kind === 'revoked') this.busyUntil.set(why.peer, Date.now() + 10_000)
     this.setState('waiting-for-workers')
     this.deployment = undefined
-    await deployment.stop()
+    await deployment.stop(why.kind !== 'revoked' && why.kind !== 'replaced')
   }
 
   private replace(reason: string): void {

@@ -28,6 +28,7 @@ export interface OrchestratorStatus {
   readonly lastPlanError: string | null
   readonly plan: string[]
   readonly requestsInFlight: number
+  readonly lastFailover: Orchestrator['lastFailover'] | null
   readonly workers: Array<{
     peer: string
     offeredBytes: number
@@ -92,6 +93,7 @@ export async function startServing(options: ServeOptions, logger: Logger): Promi
       lastPlanError: orchestrator.lastPlanError ?? null,
       plan: orchestrator.plan === undefined ? [] : describePlan(orchestrator.plan),
       requestsInFlight: orchestrator.requestsInFlight,
+      lastFailover: orchestrator.lastFailover ?? null,
       workers: orchestrator.directory.list().map((w) => ({
         peer: w.peer.toString(),
         offeredBytes: w.advert.memory.offered,

@@ -41,6 +41,8 @@ export interface ManagedProcess {
   readonly exited: Promise<ExitInfo>
   /** SIGTERM, then SIGKILL after the stop timeout; resolves when the process is gone. */
   stop(): Promise<ExitInfo>
+  /** SIGKILL now: for a process that can only fail from here (its peer is gone). */
+  kill(): Promise<ExitInfo>
 }
 
 const live = new Set<ChildProcess>()
@@ -148,6 +150,12 @@ export function startProcess(init: ManagedProcessInit): ManagedProcess {
       return running
     },
     exited,
+    async kill() {
+      if (!running) return await exited
+      requested = true
+      child.kill('SIGKILL')
+      return await exited
+    },
     async stop() {
       if (!running) return await exited
       requested = true
