@@ -180,6 +180,48 @@ describe('mesh-orch serve: waiting and revocation', { timeout: 240_000 }, () => 
     assert.match(((await res.json()) as { error: { message: string } }).error.message, /no plan is serving/)
   })
 
+  it('switches to a plan with fewer workers when a big one joins, and swaps the model on request', async () => {
+    await Promise.all(['small1', 'small2'].map((n) => agentIn(f, n, ['--pool', 'grow', '--memory', '64MiB'])))
+    const g = await orchIn(f, 'grow', ['--pool', 'grow', '--better-plan-after', '0'])
+    await waitHealthy(g.url)
+    const planOf = async () => {
+      const { stdout } = await run(process.execPath, [
+        ORCH,
+        'status',
+        '--identity',
+        join(f.scratch.dir, 'grow.key'),
+        '--json'
+      ])
+      return JSON.parse(stdout) as { plan: string[]; state: string; model: string }
+    }
+    assert.equal((await planOf()).plan.length, 2)
+    const big = await agentIn(f, 'big', ['--pool', 'grow'])
+    const deadline = Date.now() + 60_000
+    while (
+      !(await planOf()).plan.every((line) => line.startsWith(big.peerId)) ||
+      (await planOf()).state !== 'serving'
+    ) {
+      assert.ok(Date.now() < deadline, 'the plan moved to the big worker')
+      await new Promise((r) => setTimeout(r, 250))
+    }
+    assert.deepEqual(
+      (await greedyCompletion(g.url, PROMPTS[0] as string, 12)).tokens,
+      f.expected.get(PROMPTS[0] as string)
+    )
+
+    const other = await f.scratch.model({ ...TINY_MODEL, name: 'other', seed: 7 })
+    await run(process.execPath, [ORCH, 'model', other, '--identity', join(f.scratch.dir, 'grow.key')])
+    while ((await planOf()).model !== other || (await planOf()).state !== 'serving')
+      await new Promise((r) => setTimeout(r, 250))
+    const local = await startLlamaServer({ binary: f.bins.llamaServer, model: other, logger: silentLogger() })
+    try {
+      const expected = await greedyCompletion(local.url, 'swap', 12)
+      assert.deepEqual((await greedyCompletion(g.url, 'swap', 12)).tokens, expected.tokens)
+    } finally {
+      await local.stop()
+    }
+  })
+
   it('moves to another worker when its lease is revoked, and no request fails', async () => {
     const shared = await agentIn(f, 'shared', [
       '--pool',

@@ -51,6 +51,11 @@ export function buildProgram(signal: AbortSignal): Command {
     )
     .option('--worker-expiry <seconds>', 'a worker not heard from for this long leaves the view', '15')
     .option(
+      '--better-plan-after <seconds>',
+      'switch to a plan with fewer workers only this long after the last switch',
+      '300'
+    )
+    .option(
       '--control <socket>',
       'local control socket for status, workers and model (default: <identity>.sock)'
     )

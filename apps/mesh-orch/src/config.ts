@@ -18,7 +18,8 @@ export const ServeOptions = z.object({
   parallel: z.coerce.number().int().min(1).max(256).default(4),
   queueTimeout: z.coerce.number().min(0).max(3_600).default(60),
   rendezvousRefresh: z.coerce.number().int().min(1).max(86_400).default(60),
-  workerExpiry: z.coerce.number().min(1).max(3_600).default(15)
+  workerExpiry: z.coerce.number().min(1).max(3_600).default(15),
+  betterPlanAfter: z.coerce.number().min(0).max(86_400).default(300)
 })
 
 export type ServeOptions = z.output<typeof ServeOptions>

@@ -27,6 +27,8 @@ export interface OrchestratorInit {
   /** How long in-flight requests may finish after a revocation, at most (the grace bounds it too). */
   readonly drainMs?: number | undefined
   readonly workerRefreshMs?: number | undefined
+  /** A plan is only replaced by a better one (fewer workers) this long after it was deployed. */
+  readonly betterPlanAfterMs?: number | undefined
   readonly workerExpiryMs?: number | undefined
 }
 
@@ -54,6 +56,7 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
   private readonly unreachableUntil = new Map<string, number>()
   private wake: (() => void) | undefined
   private stopped = false
+  private deployedAt = 0
   private loop: Promise<void> | undefined
   lastPlanError: string | undefined
   /** When the last plan stopped serving, and how long the way back took (epoch ms). */
@@ -96,7 +99,10 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
     this.init.node.addEventListener('peer:disconnect', (evt) =>
       this.unreachableUntil.set(evt.detail.toString(), Date.now() + 10_000)
     )
-    this.directory.on('added', (entry) => this.unreachableUntil.delete(entry.peer.toString()))
+    this.directory.on('added', (entry) => {
+      this.unreachableUntil.delete(entry.peer.toString())
+      this.considerBetterPlan()
+    })
     this.directory.start()
     this.loop = this.run()
   }
@@ -158,6 +164,7 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
         continue
       }
       this.deployment = deployment
+      this.deployedAt = Date.now()
       if (this.lastFailover !== undefined) this.lastFailover.servingAt ??= Date.now()
       this.setState('serving')
       const why = await deployment.invalidated
@@ -247,6 +254,37 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
     this.setState('waiting-for-workers')
     this.deployment = undefined
     await deployment.stop(why.kind !== 'revoked' && why.kind !== 'replaced')
+  }
+
+  /**
+   * A worker joined while we serve: switch only for a plan with fewer workers (one round trip
+   * less per token), and not within `betterPlanAfterMs` of the last deployment; every switch
+   * costs a model load, so a slightly nearer worker is not worth one.
+   */
+  private considerBetterPlan(): void {
+    const current = this.deployment
+    const model = this.model
+    if (current === undefined || model === undefined || this.stateValue !== 'serving') return
+    if (Date.now() - this.deployedAt < (this.init.betterPlanAfterMs ?? 5 * 60_000)) return
+    const now = Date.now()
+    const candidates = this.directory
+      .list()
+      .filter(
+        (w) =>
+          (this.unreachableUntil.get(w.peer.toString()) ?? 0) <= now &&
+          (this.busyUntil.get(w.peer.toString()) ?? 0) <= now
+      )
+      .filter((w) => !leasedByOthers(w, this.init.pool))
+      .map((w) => ({ id: w.peer.toString(), offeredBytes: w.advert.memory.offered, rttMs: w.rttMs }))
+    const better = planPlacement(candidates, {
+      layout: model.layout,
+      contextTokens: this.init.contextSize * this.init.parallel
+    })
+    if (better.ok && better.plan.workers.length < current.plan.workers.length) {
+      this.replace(
+        `a plan with ${better.plan.workers.length} workers instead of ${current.plan.workers.length}`
+      )
+    }
   }
 
   private replace(reason: string): void {

@@ -68,6 +68,7 @@ export async function startServing(options: ServeOptions, logger: Logger): Promi
     contextSize: options.ctxSize,
     parallel: options.parallel,
     workerExpiryMs: options.workerExpiry * 1000,
+    betterPlanAfterMs: options.betterPlanAfter * 1000,
     workerRefreshMs: Math.min(5_000, (options.workerExpiry * 1000) / 3)
   })
   orchestrator.on('plan', (plan) => logger.info({ plan: describePlan(plan) }, 'plan'))
