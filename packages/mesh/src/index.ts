@@ -28,3 +28,14 @@ export { peerIdFromString } from '@libp2p/peer-id'
 export { multiaddr } from '@multiformats/multiaddr'
 export { messageChannel, type MessageChannel } from './message-channel.ts'
 export { acquireLease, LeaseRefusedError, type LeaseHandle, type LeaseClientInit } from './lease-client.ts'
+export {
+  PoolAuthError,
+  createInvite,
+  readInvite,
+  createCredential,
+  checkCredential,
+  createRevocations,
+  readRevocations,
+  ownerOf,
+  type CredentialCheck
+} from './pool-auth.ts'

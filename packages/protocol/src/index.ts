@@ -10,3 +10,11 @@ export {
   AgentLeaseMessage,
   MAX_LEASE_MESSAGE_BYTES
 } from './lease.ts'
+export {
+  InvitePayload,
+  CredentialPayload,
+  RevocationPayload,
+  RefusalReason,
+  SIGNED_PREFIX,
+  MAX_SIGNED_BYTES
+} from './pool-auth.ts'

@@ -1,8 +1,9 @@
 import { z } from 'zod'
+import { MAX_SIGNED_BYTES, RefusalReason } from './pool-auth.ts'
 import { PoolName } from './pool.ts'
 
 /** Bytes a lease message may take on the wire: checked before it is parsed. */
-export const MAX_LEASE_MESSAGE_BYTES = 2048
+export const MAX_LEASE_MESSAGE_BYTES = 2048 + MAX_SIGNED_BYTES
 
 const Millis = z
   .number()
@@ -28,7 +29,13 @@ export type LeaseInfo = z.infer<typeof LeaseInfo>
 
 /** Orchestrator to agent, on one `/frankenstein/lease/1.0.0` stream per lease session. */
 export const OrchestratorLeaseMessage = z.discriminatedUnion('type', [
-  z.object({ type: z.literal('request'), version: z.literal(1), pool: PoolName }),
+  z.object({
+    type: z.literal('request'),
+    version: z.literal(1),
+    pool: PoolName,
+    /** `fm-cred:...`: the pool owner's signed word that the requester may act for the pool. */
+    credential: z.string().max(MAX_SIGNED_BYTES).optional()
+  }),
   z.object({ type: z.literal('renew'), version: z.literal(1), leaseId: LeaseId }),
   z.object({ type: z.literal('release'), version: z.literal(1), leaseId: LeaseId })
 ])
@@ -39,7 +46,9 @@ export const LeaseEndReason = z.enum([
   'grace-expired',
   'lease-expired',
   'rpc-server-lost',
-  'agent-leaving'
+  'agent-leaving',
+  /** The owner withdrew the holder's credential. */
+  'revoked'
 ])
 export type LeaseEndReason = z.infer<typeof LeaseEndReason>
 
@@ -51,7 +60,7 @@ export const AgentLeaseMessage = z.discriminatedUnion('type', [
   z.object({
     type: z.literal('refused'),
     version: z.literal(1),
-    reason: z.enum(['unknown-pool', 'agent-leaving', 'protocol'])
+    reason: RefusalReason
   }),
   /** Yield by `revokeBy` (epoch ms): drain, release; the agent closes the RPC streams then. */
   z.object({ type: z.literal('revoke'), version: z.literal(1), leaseId: LeaseId, revokeBy: Millis }),
