@@ -68,7 +68,7 @@ describe('invites', () => {
     let seed = 42
     const random = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31
     for (let i = 0; i < 1000; i++) {
-      const chars = [...invite]
+      const chars = Array.from(invite)
       const at = Math.floor(random() * chars.length)
       chars[at] = String.fromCharCode(32 + Math.floor(random() * 95))
       const mutated = chars.join('')
