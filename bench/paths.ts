@@ -148,6 +148,7 @@ export async function tunnelPath(topology: Topology, ports: readonly number[]): 
   for (const [i, port] of ports.entries()) {
     const args = [
       'join',
+      '--trust-on-first-use',
       '--pool',
       'bench',
       '--identity',

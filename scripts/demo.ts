@@ -72,6 +72,7 @@ try {
   )
   console.log(`model: ${model}`)
 
+  const identity = join(scratch, 'orch.key')
   const orch = await start(ORCH, [
     'serve',
     '--pool',
@@ -81,7 +82,7 @@ try {
     '--port',
     '0',
     '--identity',
-    join(scratch, 'orch.key'),
+    identity,
     '--listen',
     '/ip4/127.0.0.1/tcp/0',
     '--llama-server-bin',
@@ -92,16 +93,31 @@ try {
     '2'
   ])
   const url = String(orch['url'])
-  console.log(`mesh-orch serve: pool "demo", OpenAI-compatible API at ${url}`)
+  console.log(`mesh-orch serve: pool "demo" created, OpenAI-compatible API at ${url}`)
+  // The invite is the only thing a contributor gets: it names the pool, its owner's key, and where
+  // to meet it. Workers that hold it are admitted; they take only the owner's word for the pool.
+  const address = (orch['addresses'] as string[])[0] ?? ''
+  const invite = (
+    await promisify(execFile)(process.execPath, [
+      ORCH,
+      'pool',
+      'invite',
+      '--pool',
+      'demo',
+      '--identity',
+      identity,
+      '--bootstrap',
+      address
+    ])
+  ).stdout.trim()
+  console.log(`mesh-orch pool invite: ${invite.slice(0, 48)}... (${invite.length} characters)`)
   const started = performance.now()
-  // 64 MiB each: neither can hold the model and its KV cache alone, so the plan splits it. The
-  // orchestrator's address is a bootstrap peer (mDNS finds it too, where multicast works).
-  const bootstrap = (orch['addresses'] as string[])[0] ?? ''
+  // 64 MiB each: neither can hold the model and its KV cache alone, so the plan splits it.
   for (const name of ['worker-1', 'worker-2']) {
     const agent = await start(AGENT, [
       'join',
       '--pool',
-      'demo',
+      invite,
       '--identity',
       join(scratch, `${name}.key`),
       '--listen',
@@ -109,11 +125,9 @@ try {
       '--memory',
       '64MiB',
       '--rpc-server-bin',
-      bins.rpcServer,
-      '--bootstrap',
-      bootstrap
+      bins.rpcServer
     ])
-    console.log(`mesh-agent join: ${name} is ${String(agent['peerId'])}`)
+    console.log(`mesh-agent join --pool <invite>: ${name} is ${String(agent['peerId'])}`)
   }
   await healthy(url, 120_000)
   console.log(

@@ -25,6 +25,7 @@ import {
   type LeasingOrchestrator
 } from './fixtures/leasing-orchestrator.ts'
 import { createScratch, greedyCompletion, testBinaries, type Scratch } from './fixtures/llama.ts'
+import { credentialFor } from './fixtures/credentials.ts'
 
 const run = promisify(execFile)
 const AGENT = join(import.meta.dirname, '..', 'apps', 'mesh-agent', 'src', 'bin.ts')
@@ -154,7 +155,13 @@ describe('one agent, two pools, exclusive leases', { timeout: 240_000 }, () => {
     try {
       await node.dial(multiaddr(agent.addresses[0] ?? ''))
       const peer = peerIdFromString(agent.peerId)
-      const lease = await acquireLease({ node, peer, pool: 'a', logger: silentLogger() })
+      const lease = await acquireLease({
+        node,
+        peer,
+        pool: 'a',
+        credential: await credentialFor(node, 'a'),
+        logger: silentLogger()
+      })
       const heard: string[] = []
       const restored = new Promise<void>((resolve) =>
         lease.onRpcServer((state) => {
@@ -197,6 +204,7 @@ describe('one agent, two pools, exclusive leases', { timeout: 240_000 }, () => {
         node,
         peer: peerIdFromString(agent.peerId),
         pool: 'b',
+        credential: await credentialFor(node, 'b'),
         logger: silentLogger()
       })
       const rpcPid = (await status()).rpcServer.pid

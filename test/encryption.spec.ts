@@ -23,6 +23,7 @@ import { startRpcTunnel, type RpcTunnel } from '@frankenstein-mesh/tunnel'
 import { spawnAgent, type AgentProcess } from './fixtures/agent-process.ts'
 import { createScratch, testBinaries, type Scratch } from './fixtures/llama.ts'
 import { startRecordingRelay, type RecordingRelay } from './fixtures/recording-relay.ts'
+import { credentialFor } from './fixtures/credentials.ts'
 
 /** A slice of a tensor's bytes, long enough that finding it by chance is impossible. */
 async function tensorSample(
@@ -82,7 +83,13 @@ describe('what crosses the network', { timeout: 180_000 }, () => {
       listen: ['/ip4/127.0.0.1/tcp/0']
     })
     await orchestrator.dial(multiaddr(`/ip4/127.0.0.1/tcp/${meshLeg.port}/p2p/${agent.peerId}`))
-    await acquireLease({ node: orchestrator, peer: peerIdFromString(agent.peerId), pool: 'secret', logger })
+    await acquireLease({
+      node: orchestrator,
+      peer: peerIdFromString(agent.peerId),
+      pool: 'secret',
+      credential: await credentialFor(orchestrator, 'secret'),
+      logger
+    })
     tunnel = await startRpcTunnel({ node: orchestrator, peer: peerIdFromString(agent.peerId), logger })
     const llama = await startLlamaServer({ binary: bins.llamaServer, model, logger, rpc: [tunnel.endpoint] })
     try {

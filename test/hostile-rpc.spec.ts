@@ -21,6 +21,7 @@ import { PROTOCOL } from '@frankenstein-mesh/protocol'
 import { startRpcTunnel } from '@frankenstein-mesh/tunnel'
 import { spawnAgent, type AgentProcess } from './fixtures/agent-process.ts'
 import { createScratch, testBinaries, type Scratch } from './fixtures/llama.ts'
+import { credentialFor } from './fixtures/credentials.ts'
 
 const hello = encodeRequest(RpcCommand.Hello, new Uint8Array(CONN_CAPS_SIZE))
 const size = (n: bigint): Buffer => {
@@ -78,6 +79,7 @@ describe('hostile RPC through an agent', { timeout: 120_000 }, () => {
       node,
       peer: peerIdFromString(agent.peerId),
       pool: 'hostile',
+      credential: await credentialFor(node, 'hostile'),
       logger: silentLogger()
     })
   })

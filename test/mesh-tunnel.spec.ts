@@ -14,6 +14,7 @@ import {
 import { startRpcTunnel, type RpcTunnel } from '@frankenstein-mesh/tunnel'
 import { spawnAgent, type AgentProcess } from './fixtures/agent-process.ts'
 import { PROMPTS, createScratch, greedyCompletion, testBinaries, type Scratch } from './fixtures/llama.ts'
+import { credentialFor } from './fixtures/credentials.ts'
 
 const logger = silentLogger()
 
@@ -137,7 +138,13 @@ describe('RPC through the mesh, found by discovery', { timeout: 240_000 }, () =>
     const ordered = mdnsAgents.map((a) => byPeer.get(a.peerId))
     for (const peer of ordered) {
       assert.ok(peer !== undefined)
-      await acquireLease({ node: orchestrator, peer, pool: 'tunnel-test', logger })
+      await acquireLease({
+        node: orchestrator,
+        peer,
+        pool: 'tunnel-test',
+        credential: await credentialFor(orchestrator, 'tunnel-test'),
+        logger
+      })
       tunnels.push(await startRpcTunnel({ node: orchestrator, peer, logger }))
     }
     await compareWithDirect(bins, model, mdnsAgents, tunnels.slice(-2))
@@ -192,7 +199,13 @@ describe('RPC through the mesh, found by discovery', { timeout: 240_000 }, () =>
     const dhtTunnels: RpcTunnel[] = []
     for (const peer of peers) {
       assert.ok(peer !== undefined)
-      await acquireLease({ node: orchestrator, peer, pool: 'dht-test', logger })
+      await acquireLease({
+        node: orchestrator,
+        peer,
+        pool: 'dht-test',
+        credential: await credentialFor(orchestrator, 'dht-test'),
+        logger
+      })
       dhtTunnels.push(await startRpcTunnel({ node: orchestrator, peer, logger }))
     }
     tunnels.push(...dhtTunnels)

@@ -12,6 +12,7 @@ import {
   peerIdFromString
 } from '@frankenstein-mesh/mesh'
 import { startRpcTunnel, type RpcTunnel } from '@frankenstein-mesh/tunnel'
+import { credentialFor } from '../../test/fixtures/credentials.ts'
 
 const logger = createLogger({ name: 'orch-tunnels', level: 'warn' })
 const listen = process.env['FM_LISTEN'] ?? '/ip4/127.0.0.1/tcp/0'
@@ -21,7 +22,7 @@ for (const address of process.argv.slice(2)) {
   const ma = multiaddr(address)
   await node.dial(ma, { signal: AbortSignal.timeout(20_000) })
   const peer = peerIdFromString(address.split('/p2p/').at(-1) ?? '')
-  await acquireLease({ node, peer, pool: 'bench', logger })
+  await acquireLease({ node, peer, pool: 'bench', credential: await credentialFor(node, 'bench'), logger })
   tunnels.push(await startRpcTunnel({ node, peer, logger }))
 }
 console.log(JSON.stringify({ endpoints: tunnels.map((t) => t.endpoint) }))

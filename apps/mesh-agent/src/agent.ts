@@ -4,16 +4,24 @@ import {
   dialDiscovered,
   loadOrCreateIdentity,
   serveAdverts,
+  serveRequests,
   startRendezvous,
   type MeshNode
 } from '@frankenstein-mesh/mesh'
-import type { PoolName, WorkerAdvert } from '@frankenstein-mesh/protocol'
+import {
+  MAX_POOL_UPDATE_BYTES,
+  PROTOCOL,
+  PoolUpdate,
+  type PoolName,
+  type WorkerAdvert
+} from '@frankenstein-mesh/protocol'
 import { startRpcService } from '@frankenstein-mesh/tunnel'
 import type { Logger } from 'pino'
 import { NO_TRAFFIC, addTraffic, type AgentStatus, type PoolTraffic } from './agent-status.ts'
 import type { JoinOptions } from './config.ts'
 import { LeaseScheduler } from './lease-scheduler.ts'
 import { LeaseService } from './lease-service.ts'
+import { PoolAuthority, invitesFile, resolveMemberships } from './memberships.ts'
 import { RpcServerSupervisor } from './rpc-server-supervisor.ts'
 
 export interface Agent {
@@ -41,20 +49,26 @@ interface LocalRpcServer {
 export async function startAgent(options: JoinOptions, logger: Logger): Promise<Agent> {
   const identity = await loadOrCreateIdentity(options.identity)
   logger.info({ peer: identity.peerId, created: identity.created, path: identity.path }, 'identity')
+  const memberships = await resolveMemberships(
+    options.pool,
+    invitesFile(options.identity),
+    options.trustOnFirstUse
+  )
+  const authority = new PoolAuthority(memberships, logger)
   const rpc = await localRpcServer(options, logger)
   const node = await createMeshNode({
     privateKey: identity.privateKey,
     listen: options.listen,
     announce: options.announce.length > 0 ? options.announce : undefined,
-    bootstrap: options.bootstrap,
+    bootstrap: [...new Set([...options.bootstrap, ...memberships.flatMap((m) => m.bootstrap)])],
     mdns: options.mdns,
     relayServer: options.relayServer,
     listenThroughRelay: options.relayListen
   })
-  const pools = options.pool.map((p) => p.name)
+  const pools = memberships.map((m) => m.name)
   const offered = options.memory ?? Math.floor(rpc.device.free * 0.8)
   const scheduler = new LeaseScheduler({
-    pools: options.pool,
+    pools: memberships,
     now: Date.now,
     minSliceMs: options.minSlice * 1000,
     graceMs: options.grace * 1000,
@@ -67,8 +81,21 @@ export async function startAgent(options: JoinOptions, logger: Logger): Promise<
     scheduler,
     logger,
     ttlMs: options.leaseTtl * 1000,
-    minSliceMs: options.minSlice * 1000
+    minSliceMs: options.minSlice * 1000,
+    authorize: (pool, credential, peer) => authority.authorize(pool, credential, peer)
   })
+  // The owner's revocations, relayed by any orchestrator of the pool, end live sessions at once.
+  await serveRequests(
+    node,
+    PROTOCOL.poolUpdate,
+    PoolUpdate,
+    async (update) => {
+      const applied = await authority.applyRevocations(update.revocations).catch(() => undefined)
+      if (applied !== undefined) leases.revoke(applied.pool, applied.serials)
+      return { type: 'pool-update-ack', version: 1 }
+    },
+    { maxBytes: MAX_POOL_UPDATE_BYTES }
+  )
   const traffic = new Map<string, PoolTraffic>()
   const service = await startRpcService({
     node,
@@ -99,7 +126,8 @@ export async function startAgent(options: JoinOptions, logger: Logger): Promise<
       accelerator: rpc.accelerator,
       rpcProtocol: rpc.rpcProtocol,
       lease: holder === undefined ? { state: 'idle' } : { state: 'leased', pool: holder.pool },
-      at: Date.now()
+      at: Date.now(),
+      membership: { owner: authority.membership(pool)?.owner, invite: authority.membership(pool)?.invite }
     }
   }
   await serveAdverts(node, advertFor)
@@ -118,7 +146,7 @@ export async function startAgent(options: JoinOptions, logger: Logger): Promise<
     return {
       peerId: identity.peerId,
       addresses: node.getMultiaddrs().map((a) => a.toString()),
-      pools: options.pool.map((p) => ({
+      pools: memberships.map((p) => ({
         ...p,
         usageMs: usage[p.name] ?? 0,
         traffic: traffic.get(p.name) ?? NO_TRAFFIC

@@ -21,8 +21,8 @@ export function buildProgram(signal: AbortSignal): Command {
     .command('join')
     .description('join one or more pools and serve them until stopped (SIGINT/SIGTERM end it cleanly)')
     .option(
-      '--pool <pool[=weight]>',
-      'a pool to serve, repeatable; the weight sets its share of this machine (default 1)',
+      '--pool <invite|name[=weight]>',
+      'a pool to serve: its invite (fm-invite:..., remembered by name) or a name joined before; repeatable; the weight sets its share of this machine (default 1)',
       collect
     )
     .option(
@@ -58,6 +58,10 @@ export function buildProgram(signal: AbortSignal): Command {
       'use an rpc-server already listening on 127.0.0.1:<port> instead of starting one'
     )
     .option('--relay-server', 'relay connections for peers that cannot reach each other directly')
+    .option(
+      '--trust-on-first-use',
+      'for pools joined by name without an invite: accept the first owner key an orchestrator shows (LAN demos only)'
+    )
     .option('--relay-listen', 'also be reachable through a relay (for a machine behind NAT or a firewall)')
     .option(
       '--rendezvous-refresh <seconds>',
@@ -91,7 +95,7 @@ export function buildProgram(signal: AbortSignal): Command {
         event: 'ready',
         peerId: agent.peerId,
         addresses: agent.addresses(),
-        pools: parsed.data.pool,
+        pools: agent.status().pools.map((p) => p.name),
         rpcPort: agent.rpcPort
       }
       const leave = new AbortController()

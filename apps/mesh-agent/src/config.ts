@@ -1,17 +1,32 @@
-import { PoolName } from '@frankenstein-mesh/protocol'
+import { PoolName, SIGNED_PREFIX } from '@frankenstein-mesh/protocol'
 import { z } from 'zod'
 
-/** `a` or `a=2`: a pool and its weight in the agent's fair share between pools. */
-export const PoolWeight = z.string().transform((value, ctx) => {
-  const [name = '', weight = '1', ...rest] = value.split('=')
-  const pool = PoolName.safeParse(name)
-  const share = Number(weight)
-  if (!pool.success || rest.length > 0 || !Number.isFinite(share) || share <= 0 || share > 1000) {
-    ctx.addIssue({ code: 'custom', message: `"${value}" is not <pool> or <pool>=<weight> (weight 0-1000)` })
-    return z.NEVER
-  }
-  return { name: pool.data, weight: share }
-})
+/**
+ * `a`, `a=2`, `fm-invite:…` or `fm-invite:…=2`: a pool (by name, or by its invite) and its weight
+ * in the agent's fair share between pools. Invites are checked when the agent starts.
+ */
+export const PoolWeight = z
+  .string()
+  .transform((value, ctx): { name?: string; invite?: string; weight: number } => {
+    const [spec = '', weight = '1', ...rest] = value.split('=')
+    const share = Number(weight)
+    const invite = spec.startsWith(`${SIGNED_PREFIX.invite}:`)
+    const pool = PoolName.safeParse(spec)
+    if (
+      (!invite && !pool.success) ||
+      rest.length > 0 ||
+      !Number.isFinite(share) ||
+      share <= 0 ||
+      share > 1000
+    ) {
+      ctx.addIssue({
+        code: 'custom',
+        message: `"${value.slice(0, 40)}" is not <pool>, <invite> or <pool>=<weight> (weight 0-1000)`
+      })
+      return z.NEVER
+    }
+    return invite ? { invite: spec, weight: share } : { name: spec, weight: share }
+  })
 
 export type PoolWeight = z.output<typeof PoolWeight>
 
@@ -58,6 +73,8 @@ export const JoinOptions = z
     rpcServerBin: z.string().min(1).optional(),
     rpcPort: z.coerce.number().int().min(1).max(65535).optional(),
     relayServer: z.boolean().default(false),
+    /** Accept the first owner key an orchestrator shows for a pool joined by name: LAN demos only. */
+    trustOnFirstUse: z.boolean().default(false),
     relayListen: z.boolean().default(false),
     rendezvousRefresh: z.coerce.number().int().min(1).max(86_400).default(60),
     minSlice: z.coerce.number().min(0).max(86_400).default(300),
@@ -65,7 +82,10 @@ export const JoinOptions = z
     leaseTtl: z.coerce.number().min(1).max(3_600).default(60),
     idle: z.coerce.number().min(1).max(86_400).default(60)
   })
-  .refine((o) => new Set(o.pool.map((p) => p.name)).size === o.pool.length, 'each pool may be joined once')
+  .refine(
+    (o) => new Set(o.pool.map((p) => p.name ?? p.invite)).size === o.pool.length,
+    'each pool may be joined once'
+  )
   .refine(
     (o) => !(o.rpcServerBin !== undefined && o.rpcPort !== undefined),
     'use --rpc-server-bin or --rpc-port, not both'

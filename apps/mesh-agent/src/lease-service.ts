@@ -7,10 +7,12 @@ import {
   OrchestratorLeaseMessage,
   PROTOCOL,
   type AgentLeaseMessage,
-  type LeaseEndReason
+  type LeaseEndReason,
+  type RefusalReason
 } from '@frankenstein-mesh/protocol'
 import type { Logger } from 'pino'
 import type { Lease, LeaseScheduler, SchedulerAction } from './lease-scheduler.ts'
+import type { Verdict } from './memberships.ts'
 
 export interface LeaseServiceInit {
   readonly node: MeshNode
@@ -20,6 +22,8 @@ export interface LeaseServiceInit {
   readonly ttlMs: number
   readonly minSliceMs: number
   readonly tickMs?: number | undefined
+  /** Whether a peer may act for a pool, from the credential it presents. */
+  readonly authorize: (pool: string, credential: string | undefined, peer: string) => Promise<Verdict>
 }
 
 export interface LeaseServiceEvents {
@@ -32,8 +36,13 @@ interface Session {
   readonly peer: string
   readonly pool: string
   readonly channel: MessageChannel<OrchestratorLeaseMessage>
+  /** Serial of the credential it proved its authority with: a revocation names it. */
+  readonly serial: number
   lease?: Lease | undefined
 }
+
+/** Refused lease requests allowed per peer and minute before it is refused without a look. */
+const REFUSALS_PER_MINUTE = 5
 
 /**
  * The agent's side of `/frankenstein/lease/1.0.0`: turns lease requests into scheduler calls and
@@ -44,6 +53,7 @@ export class LeaseService extends EventEmitter<LeaseServiceEvents> {
   private readonly init: LeaseServiceInit
   private readonly log: Logger
   private readonly sessions = new Set<Session>()
+  private readonly refusals = new Map<string, number[]>()
   /** The pool each peer last held a lease for: RPC traffic is booked to it. */
   private readonly pools = new Map<string, string>()
   private timer: NodeJS.Timeout | undefined
@@ -120,9 +130,19 @@ export class LeaseService extends EventEmitter<LeaseServiceEvents> {
     const peer = connection.remotePeer.toString()
     let session: Session | undefined
     try {
+      if (this.rateLimited(peer)) {
+        await this.refuse(channel, peer, 'rate-limited', 'too many refused requests')
+        return
+      }
       const first = await channel.receive(AbortSignal.timeout(10_000))
       if (first.type !== 'request') throw new Error('a lease session starts with a request')
-      session = { peer, pool: first.pool, channel }
+      const verdict = await this.init.authorize(first.pool, first.credential, peer)
+      if (!verdict.ok) {
+        this.refusals.set(peer, [...(this.refusals.get(peer) ?? []), Date.now()])
+        await this.refuse(channel, peer, verdict.reason, verdict.message)
+        return
+      }
+      session = { peer, pool: first.pool, channel, serial: verdict.serial }
       this.sessions.add(session)
       await this.ask(session)
       while (true) this.handle(session, await channel.receive())
@@ -132,6 +152,40 @@ export class LeaseService extends EventEmitter<LeaseServiceEvents> {
       if (session !== undefined) this.forget(session)
       stream.abort(new Error('lease session over'))
     }
+  }
+
+  /** The owner withdrew these credentials: their sessions end now, leases and RPC streams included. */
+  revoke(pool: string, serials: ReadonlySet<number>): void {
+    for (const session of [...this.sessions]) {
+      if (session.pool !== pool || !serials.has(session.serial)) continue
+      if (session.lease !== undefined) {
+        const actions = this.init.scheduler.release(session.lease.id)
+        void this.endSession(session, 'revoked')
+        this.apply(actions)
+      } else {
+        this.sessions.delete(session)
+        void this.tell(session, { type: 'refused', version: 1, reason: 'revoked' }).then(() =>
+          session.channel.close()
+        )
+      }
+    }
+  }
+
+  private rateLimited(peer: string): boolean {
+    const recent = (this.refusals.get(peer) ?? []).filter((t) => Date.now() - t < 60_000)
+    this.refusals.set(peer, recent)
+    return recent.length >= REFUSALS_PER_MINUTE
+  }
+
+  private async refuse(
+    channel: MessageChannel<OrchestratorLeaseMessage>,
+    peer: string,
+    reason: RefusalReason,
+    message: string
+  ): Promise<void> {
+    this.log.warn({ peer, reason, message }, 'lease refused')
+    await channel.send({ type: 'refused', version: 1, reason } satisfies AgentLeaseMessage).catch(() => {})
+    await channel.close()
   }
 
   private async ask(session: Session): Promise<void> {

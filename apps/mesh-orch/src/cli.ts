@@ -1,10 +1,18 @@
 import { callControl, startControlServer } from '@frankenstein-mesh/control'
 import { createLogger } from '@frankenstein-mesh/llama'
-import { defaultIdentityPath } from '@frankenstein-mesh/mesh'
+import {
+  createCredential,
+  createInvite,
+  defaultIdentityPath,
+  loadOrCreateIdentity
+} from '@frankenstein-mesh/mesh'
+import { PoolName } from '@frankenstein-mesh/protocol'
+import type { PrivateKey } from '@libp2p/interface'
 import { Command } from 'commander'
 import { z } from 'zod'
 import { ServeOptions } from './config.ts'
 import { OrchError } from './errors.ts'
+import { defaultPoolKeyPath } from './pool-authority.ts'
 import { startServing, type OrchestratorStatus } from './serve.ts'
 
 const collect = (value: string, previous: string[] = []): string[] => [...previous, value]
@@ -67,6 +75,16 @@ export function buildProgram(signal: AbortSignal): Command {
       const serving = await startServing(parsed.data, logger)
       const control = await startControlServer(controlPath(raw['control'], parsed.data.identity), {
         'GET /status': () => serving.status(),
+        'POST /revoke': async (body) => {
+          const serials = z
+            .object({ serials: z.array(z.number().int().positive()).min(1) })
+            .parse(body).serials
+          const revoked = await serving.authority.revoke(
+            serials,
+            serving.orchestrator.directory.list().map((w) => w.peer)
+          )
+          return { revoked }
+        },
         'POST /model': async (body) => {
           const path = z.object({ model: z.string().min(1) }).parse(body).model
           await serving.orchestrator.setModel(path)
@@ -121,7 +139,94 @@ export function buildProgram(signal: AbortSignal): Command {
       await callControl(controlPath(opts.control, opts.identity), 'POST', '/model', { model: file })
       process.stdout.write(`serving ${file} from the next plan on\n`)
     })
+  const pool = program
+    .command('pool')
+    .description("a pool's owner: invites for workers, credentials for other orchestrators, revocations")
+  const keyOptions = (command: Command) =>
+    command
+      .requiredOption('--pool <pool>', 'the pool')
+      .option(
+        '--identity <file>',
+        'the owner orchestrator identity (locates the pool key)',
+        defaultIdentityPath('orchestrator')
+      )
+      .option(
+        '--pool-key <file>',
+        'the pool owner key (default: <identity folder>/pools/<pool>.key; created if absent)'
+      )
+  keyOptions(pool.command('invite'))
+    .description('print an invite for workers: `mesh-agent join --pool <invite>`')
+    .option('--bootstrap <multiaddr>', 'a peer the workers can meet the pool through, repeatable', collect)
+    .option('--expires <days>', 'days the invite stays valid', '30')
+    .option(
+      '--admission <open|invite>',
+      'what the invite tells orchestrators to require of workers',
+      'invite'
+    )
+    .action(async (opts: PoolKeyOptions & { bootstrap?: string[]; expires: string; admission: string }) => {
+      const key = await poolKey(opts)
+      const admission = z.enum(['open', 'invite']).parse(opts.admission)
+      const expires = Date.now() + days(opts.expires)
+      process.stdout.write(
+        `${await createInvite(key, { pool: opts.pool, bootstrap: opts.bootstrap ?? [], expires, admission })}\n`
+      )
+    })
+  keyOptions(pool.command('authorize'))
+    .description(
+      'print a credential that lets another orchestrator serve the pool: `mesh-orch serve --credential <it>`'
+    )
+    .requiredOption('--peer <peer-id>', 'the other orchestrator (its `mesh-orch status` shows its peer id)')
+    .option('--expires <days>', 'days the credential stays valid', '30')
+    .action(async (opts: PoolKeyOptions & { peer: string; expires: string }) => {
+      const key = await poolKey(opts)
+      const now = Date.now()
+      const credential = await createCredential(key, {
+        pool: opts.pool,
+        subject: opts.peer,
+        serial: now,
+        issued: now,
+        expires: now + days(opts.expires)
+      })
+      process.stderr.write(
+        `serial ${now} (revoke it with: mesh-orch pool revoke --pool ${opts.pool} --serial ${now})\n`
+      )
+      process.stdout.write(`${credential}\n`)
+    })
+  pool
+    .command('revoke')
+    .description(
+      'withdraw credentials: the running owner orchestrator signs the revocation and tells every worker, whose live sessions with them end'
+    )
+    .requiredOption('--serial <n>', 'the serial printed by `pool authorize`, repeatable', collect)
+    .option('--identity <file>', 'the running owner orchestrator', defaultIdentityPath('orchestrator'))
+    .option('--control <socket>', 'its control socket (default: <identity>.sock)')
+    .action(async (opts: { serial: string[]; identity: string; control?: string }) => {
+      const serials = opts.serial.map(Number)
+      const answer = (await callControl(controlPath(opts.control, opts.identity), 'POST', '/revoke', {
+        serials
+      })) as { revoked: number[] }
+      process.stdout.write(`revoked: ${answer.revoked.join(', ')}\n`)
+    })
   return program
+}
+
+interface PoolKeyOptions {
+  pool: string
+  identity: string
+  poolKey?: string
+}
+
+async function poolKey(opts: PoolKeyOptions): Promise<PrivateKey> {
+  const name = PoolName.safeParse(opts.pool)
+  if (!name.success) throw new OrchError('ERR_USAGE', `"${opts.pool}" is not a pool name`)
+  return (await loadOrCreateIdentity(opts.poolKey ?? defaultPoolKeyPath(opts.identity, name.data))).privateKey
+}
+
+function days(value: string): number {
+  const n = Number(value)
+  if (!Number.isFinite(n) || n <= 0 || n > 3650)
+    throw new OrchError('ERR_USAGE', `--expires ${value}: a number of days from 0 to 3650`)
+  return n * 86_400_000
 }
 
 function controlPath(control: unknown, identity: string): string {

@@ -19,7 +19,10 @@ export const ServeOptions = z.object({
   queueTimeout: z.coerce.number().min(0).max(3_600).default(60),
   rendezvousRefresh: z.coerce.number().int().min(1).max(86_400).default(60),
   workerExpiry: z.coerce.number().min(1).max(3_600).default(15),
-  betterPlanAfter: z.coerce.number().min(0).max(86_400).default(300)
+  betterPlanAfter: z.coerce.number().min(0).max(86_400).default(300),
+  poolKey: z.string().min(1).optional(),
+  credential: z.string().max(20_000).optional(),
+  admission: z.enum(['open', 'invite']).default('invite')
 })
 
 export type ServeOptions = z.output<typeof ServeOptions>

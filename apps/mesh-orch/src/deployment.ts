@@ -25,6 +25,8 @@ export interface DeploymentInit {
   readonly contextSize: number
   readonly parallel: number
   readonly logger: Logger
+  /** Shown to agents with each lease request. */
+  readonly credential?: string | undefined
   /** Stay in line for busy workers (granted when the agent's scheduler says so) instead of giving up. */
   readonly waitInLine?: boolean | undefined
   /** Bytes streamed to workers so far, while llama-server loads. */
@@ -120,6 +122,7 @@ async function leaseOrBusy(init: DeploymentInit, id: string): Promise<LeaseHandl
       node: init.node,
       peer: peerOf(init, id),
       pool: init.pool,
+      credential: init.credential,
       logger: init.logger,
       signal: AbortSignal.any([
         controller.signal,

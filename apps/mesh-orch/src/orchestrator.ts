@@ -3,6 +3,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import type { PeerId } from '@libp2p/interface'
 import { createProgress, modelLayout, readGguf, type ModelLayout } from '@frankenstein-mesh/llama'
 import { WorkerDirectory, type MeshNode, type WorkerEntry } from '@frankenstein-mesh/mesh'
+import type { WorkerAdvert } from '@frankenstein-mesh/protocol'
 import type { Logger } from 'pino'
 import {
   WorkerBusyError,
@@ -27,6 +28,10 @@ export interface OrchestratorInit {
   /** How long in-flight requests may finish after a revocation, at most (the grace bounds it too). */
   readonly drainMs?: number | undefined
   readonly workerRefreshMs?: number | undefined
+  /** Pool admission: whether to use a worker at all. */
+  readonly admit?: ((peer: PeerId, advert: WorkerAdvert) => Promise<boolean>) | undefined
+  /** The credential shown to agents when asking for leases. */
+  readonly credential?: (() => Promise<string>) | undefined
   /** A plan is only replaced by a better one (fewer workers) this long after it was deployed. */
   readonly betterPlanAfterMs?: number | undefined
   readonly workerExpiryMs?: number | undefined
@@ -71,7 +76,8 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
       pool: init.pool,
       logger: init.logger,
       refreshMs: init.workerRefreshMs,
-      expiryMs: init.workerExpiryMs
+      expiryMs: init.workerExpiryMs,
+      admit: init.admit
     })
   }
 
@@ -223,7 +229,8 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
         parallel: this.init.parallel,
         logger: this.init.logger,
         onLoadProgress: (bytes) => progress.update(Math.min(bytes, total)),
-        waitInLine
+        waitInLine,
+        credential: await this.init.credential?.()
       })
       progress.finish()
       this.lastPlanError = undefined

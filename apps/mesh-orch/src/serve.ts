@@ -9,8 +9,10 @@ import type { Logger } from 'pino'
 import type { ServeOptions } from './config.ts'
 import { startHttpFront } from './http-front.ts'
 import { Orchestrator, describePlan } from './orchestrator.ts'
+import { OrchestratorAuthority, defaultPoolKeyPath } from './pool-authority.ts'
 
 export interface Serving {
+  readonly authority: OrchestratorAuthority
   readonly url: string
   readonly peerId: string
   readonly orchestrator: Orchestrator
@@ -23,6 +25,7 @@ export interface OrchestratorStatus {
   readonly peerId: string
   readonly url: string
   readonly pool: string
+  readonly owner: string
   readonly model: string | undefined
   readonly state: string
   readonly lastPlanError: string | null
@@ -59,7 +62,20 @@ export async function startServing(options: ServeOptions, logger: Logger): Promi
     refreshMs: options.rendezvousRefresh * 1000,
     onPeer: (peer) => dial(peer)
   })
+  const authority = await OrchestratorAuthority.create({
+    pool: options.pool,
+    node,
+    logger,
+    poolKeyPath:
+      options.credential === undefined
+        ? (options.poolKey ?? defaultPoolKeyPath(options.identity, options.pool))
+        : undefined,
+    credential: options.credential,
+    admission: options.admission
+  })
   const orchestrator = new Orchestrator({
+    admit: (peer, advert) => authority.admit(peer, advert),
+    credential: () => authority.credential(),
     node,
     pool: options.pool,
     model: options.model,
@@ -72,6 +88,7 @@ export async function startServing(options: ServeOptions, logger: Logger): Promi
     workerRefreshMs: Math.min(5_000, (options.workerExpiry * 1000) / 3)
   })
   orchestrator.on('plan', (plan) => logger.info({ plan: describePlan(plan) }, 'plan'))
+  orchestrator.directory.on('added', (entry) => void authority.pushTo(entry.peer))
   await orchestrator.start()
   const front = await startHttpFront({
     orchestrator,
@@ -81,6 +98,7 @@ export async function startServing(options: ServeOptions, logger: Logger): Promi
     queueTimeoutMs: options.queueTimeout * 1000
   })
   return {
+    authority,
     url: front.url,
     peerId: identity.peerId,
     orchestrator,
@@ -89,6 +107,7 @@ export async function startServing(options: ServeOptions, logger: Logger): Promi
       peerId: identity.peerId,
       url: front.url,
       pool: options.pool,
+      owner: authority.owner,
       model: orchestrator.modelPath,
       state: orchestrator.state,
       lastPlanError: orchestrator.lastPlanError ?? null,

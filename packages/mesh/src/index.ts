@@ -37,5 +37,6 @@ export {
   createRevocations,
   readRevocations,
   ownerOf,
+  claimedOwner,
   type CredentialCheck
 } from './pool-auth.ts'

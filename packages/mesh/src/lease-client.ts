@@ -15,6 +15,8 @@ export interface LeaseClientInit {
   readonly node: Libp2p
   readonly peer: PeerId
   readonly pool: PoolName
+  /** `fm-cred:...`: the pool owner's word that we may act for the pool (agents require it). */
+  readonly credential?: string | undefined
   readonly logger: Logger
   /** Another pool holds the worker: told at once, then we wait in line on the same stream. */
   readonly onBusy?: ((holder: PoolName, freeAt: number) => void) | undefined
@@ -50,7 +52,7 @@ export async function acquireLease(init: LeaseClientInit): Promise<LeaseHandle> 
   })
   const channel = messageChannel(stream, AgentLeaseMessage, MAX_LEASE_MESSAGE_BYTES)
   try {
-    await channel.send({ type: 'request', version: 1, pool: init.pool })
+    await channel.send({ type: 'request', version: 1, pool: init.pool, credential: init.credential })
     const lease = await waitForGrant(channel, init)
     log.info({ lease: lease.id }, 'lease granted')
     return holdLease(channel, lease, log)

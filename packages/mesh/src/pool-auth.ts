@@ -136,3 +136,19 @@ export async function createRevocations(
 export async function readRevocations(text: string): Promise<RevocationPayload> {
   return await open('revocations', text, RevocationPayload)
 }
+
+/**
+ * The owner a signed document claims, unverified: to know which key to check it against when the
+ * reader has none yet (trust on first use, a credential handed to an orchestrator).
+ */
+export function claimedOwner(text: string): string | undefined {
+  try {
+    const body = JSON.parse(Buffer.from(text.slice(text.indexOf(':') + 1), 'base64url').toString('utf8')) as {
+      p?: unknown
+    }
+    const owner = (JSON.parse(String(body.p)) as { owner?: unknown }).owner
+    return typeof owner === 'string' ? owner : undefined
+  } catch {
+    return undefined
+  }
+}

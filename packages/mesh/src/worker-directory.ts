@@ -23,6 +23,8 @@ export interface WorkerDirectoryInit {
   /** A worker not heard from for this long leaves the view. */
   readonly expiryMs?: number | undefined
   readonly now?: (() => number) | undefined
+  /** Whether to use this worker at all (pool admission); refused ones are never listed. */
+  readonly admit?: ((peer: PeerId, advert: WorkerAdvert) => Promise<boolean>) | undefined
 }
 
 export interface WorkerDirectoryEvents {
@@ -42,6 +44,7 @@ export class WorkerDirectory extends EventEmitter<WorkerDirectoryEvents> {
   private readonly log: Logger
   private readonly workers = new Map<string, WorkerEntry>()
   private readonly asking = new Set<string>()
+  private readonly refused = new Set<string>()
   private timer: NodeJS.Timeout | undefined
   private readonly now: () => number
 
@@ -91,6 +94,12 @@ export class WorkerDirectory extends EventEmitter<WorkerDirectoryEvents> {
       const advert = await fetchAdvert(this.init.node, peer, this.init.pool, { timeoutMs: 5_000 })
       if (!advert.pools.includes(this.init.pool)) {
         this.remove(id, 'left the pool')
+        return
+      }
+      if (this.init.admit !== undefined && !(await this.init.admit(peer, advert))) {
+        if (!this.refused.has(id)) this.log.warn({ peer: id }, 'worker not admitted to the pool')
+        this.refused.add(id)
+        this.remove(id, 'not admitted')
         return
       }
       const rttMs = await this.init.node.services.ping

@@ -2,7 +2,7 @@ import { z } from 'zod'
 import { PoolName } from './pool.ts'
 
 /** Bytes an advert may take on the wire: checked before it is parsed. */
-export const MAX_ADVERT_BYTES = 4096
+export const MAX_ADVERT_BYTES = 8192
 
 const Bytes = z
   .number()
@@ -28,7 +28,14 @@ export const WorkerAdvert = z.object({
     until: z.number().int().nonnegative().optional()
   }),
   /** Epoch milliseconds when the advert was made. */
-  at: z.number().int().nonnegative()
+  at: z.number().int().nonnegative(),
+  /**
+   * How the worker joined the pool asked about: the owner key it takes the pool's word from, and
+   * the owner-signed invite it joined with (what an orchestrator admits it on).
+   */
+  membership: z
+    .object({ owner: z.string().max(100).optional(), invite: z.string().max(3_000).optional() })
+    .default({})
 })
 
 export type WorkerAdvert = z.infer<typeof WorkerAdvert>

@@ -5,7 +5,9 @@ export const PROTOCOL = {
   /** Ask a worker for its capability advert. */
   advert: '/frankenstein/advert/1.0.0',
   /** Ask for, renew and release a lease on a worker's rpc-server; hear of revocations. */
-  lease: '/frankenstein/lease/1.0.0'
+  lease: '/frankenstein/lease/1.0.0',
+  /** An orchestrator relays the pool owner's signed revocations to a worker. */
+  poolUpdate: '/frankenstein/pool-update/1.0.0'
 } as const
 
 /** Names of the mesh's private DHT and its rendezvous keys. */

@@ -16,5 +16,8 @@ export {
   RevocationPayload,
   RefusalReason,
   SIGNED_PREFIX,
-  MAX_SIGNED_BYTES
+  MAX_SIGNED_BYTES,
+  MAX_POOL_UPDATE_BYTES,
+  PoolUpdate,
+  PoolUpdateAck
 } from './pool-auth.ts'

@@ -73,3 +73,15 @@ export const RefusalReason = z.enum([
   'rate-limited'
 ])
 export type RefusalReason = z.infer<typeof RefusalReason>
+
+export const MAX_POOL_UPDATE_BYTES = MAX_SIGNED_BYTES * 3
+
+/** Orchestrator to worker on `/frankenstein/pool-update/1.0.0`: the owner's newest revocation list. */
+export const PoolUpdate = z.object({
+  type: z.literal('pool-update'),
+  version: z.literal(1),
+  revocations: z.string().max(MAX_SIGNED_BYTES * 2)
+})
+export type PoolUpdate = z.infer<typeof PoolUpdate>
+
+export const PoolUpdateAck = z.object({ type: z.literal('pool-update-ack'), version: z.literal(1) })

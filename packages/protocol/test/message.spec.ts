@@ -17,7 +17,8 @@ const advert: WorkerAdvert = {
   accelerator: 'cpu',
   rpcProtocol: '6.0.0',
   lease: { state: 'idle' },
-  at: 1_700_000_000_000
+  at: 1_700_000_000_000,
+  membership: {}
 }
 
 describe('decodeMessage', () => {
