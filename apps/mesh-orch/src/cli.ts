@@ -64,6 +64,19 @@ export function buildProgram(signal: AbortSignal): Command {
       '300'
     )
     .option(
+      '--pool-key <file>',
+      'the pool owner key: we sign our own credential with it (default: <identity folder>/pools/<pool>.key; created if absent)'
+    )
+    .option(
+      '--credential <fm-cred:...>',
+      'serve a pool someone else owns, with the credential its owner gave us (`mesh-orch pool authorize`)'
+    )
+    .option(
+      '--admission <open|invite>',
+      'which workers to use: invite = only those joined with our owner invite; open = any that trusts our owner key',
+      'invite'
+    )
+    .option(
       '--control <socket>',
       'local control socket for status, workers and model (default: <identity>.sock)'
     )
