@@ -130,11 +130,13 @@ export class LeaseService extends EventEmitter<LeaseServiceEvents> {
     const peer = connection.remotePeer.toString()
     let session: Session | undefined
     try {
+      // The request is read (size-bounded) even when refused unseen: closing before the dialer's
+      // protocol negotiation has settled breaks its stream instead of telling it why.
+      const first = await channel.receive(AbortSignal.timeout(10_000))
       if (this.rateLimited(peer)) {
         await this.refuse(channel, peer, 'rate-limited', 'too many refused requests')
         return
       }
-      const first = await channel.receive(AbortSignal.timeout(10_000))
       if (first.type !== 'request') throw new Error('a lease session starts with a request')
       const verdict = await this.init.authorize(first.pool, first.credential, peer)
       if (!verdict.ok) {

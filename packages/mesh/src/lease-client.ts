@@ -5,7 +5,8 @@ import {
   PROTOCOL,
   type LeaseEndReason,
   type LeaseInfo,
-  type PoolName
+  type PoolName,
+  type RefusalReason
 } from '@frankenstein-mesh/protocol'
 import type { Logger } from 'pino'
 import { MeshError } from './errors.ts'
@@ -35,9 +36,15 @@ export interface LeaseHandle {
   release(): Promise<void>
 }
 
-/** Thrown when the agent refuses a lease outright (it does not serve the pool, or is leaving). */
+/** Thrown when the agent refuses a lease outright; `reason` is the agent's (see docs/errors.md). */
 export class LeaseRefusedError extends MeshError {
   override readonly name = 'LeaseRefusedError'
+  readonly reason: RefusalReason
+
+  constructor(reason: RefusalReason) {
+    super('ERR_LEASE_REFUSED', `lease refused: ${reason}`)
+    this.reason = reason
+  }
 }
 
 /**
@@ -52,8 +59,17 @@ export async function acquireLease(init: LeaseClientInit): Promise<LeaseHandle> 
   })
   const channel = messageChannel(stream, AgentLeaseMessage, MAX_LEASE_MESSAGE_BYTES)
   try {
-    await channel.send({ type: 'request', version: 1, pool: init.pool, credential: init.credential })
-    const lease = await waitForGrant(channel, init)
+    // An agent that refuses at sight (rate limit) may close before our request is out: its
+    // refusal is still there to read, and says more than the failed write.
+    const unsent = await channel
+      .send({ type: 'request', version: 1, pool: init.pool, credential: init.credential })
+      .then(
+        () => undefined,
+        (err: unknown) => err
+      )
+    const lease = await waitForGrant(channel, init).catch((err: unknown) => {
+      throw err instanceof LeaseRefusedError || unsent === undefined ? err : unsent
+    })
     log.info({ lease: lease.id }, 'lease granted')
     return holdLease(channel, lease, log)
   } catch (err) {
@@ -70,8 +86,7 @@ async function waitForGrant(
     const message = await channel.receive(init.signal)
     if (message.type === 'granted') return message.lease
     if (message.type === 'busy') init.onBusy?.(message.holder, message.freeAt)
-    if (message.type === 'refused')
-      throw new LeaseRefusedError('ERR_LEASE_REFUSED', `lease refused: ${message.reason}`)
+    if (message.type === 'refused') throw new LeaseRefusedError(message.reason)
   }
 }
 
