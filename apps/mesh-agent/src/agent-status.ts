@@ -26,6 +26,10 @@ export interface AgentStatus {
     /** Process id while it runs (absent for an rpc-server we were pointed at). */
     readonly pid?: number | undefined
     readonly state: 'up' | 'restarting' | 'external'
+    /** Where it listens, as the kernel reports it: loopback only, or the agent would not use it. */
+    readonly listening?: readonly string[] | undefined
+    /** Its resident memory (Linux), which drops back when a lease ends. */
+    readonly rssBytes?: number | undefined
     readonly restarts: number
     readonly lastLoss: string | null
   }

@@ -1,4 +1,10 @@
-import { connectRpc, ensureBinaries, type DeviceMemory } from '@frankenstein-mesh/llama'
+import {
+  connectRpc,
+  ensureBinaries,
+  listenersOnPort,
+  residentBytes,
+  type DeviceMemory
+} from '@frankenstein-mesh/llama'
 import {
   createMeshNode,
   dialDiscovered,
@@ -19,6 +25,7 @@ import { startRpcService } from '@frankenstein-mesh/tunnel'
 import type { Logger } from 'pino'
 import { NO_TRAFFIC, addTraffic, type AgentStatus, type PoolTraffic } from './agent-status.ts'
 import type { JoinOptions } from './config.ts'
+import { AgentError } from './errors.ts'
 import { LeaseScheduler } from './lease-scheduler.ts'
 import { LeaseService } from './lease-service.ts'
 import { PoolAuthority, invitesFile, resolveMemberships } from './memberships.ts'
@@ -112,7 +119,13 @@ export async function startAgent(options: JoinOptions, logger: Logger): Promise<
     }
   })
   leases.on('ended', (_lease, peer) => service.closePeer(peer))
-  rpc.events?.on('lost', () => leases.rpcServerState('lost'))
+  rpc.events?.on('lost', (reason) => {
+    // Who held it when it died: a client can make rpc-server abort (docs/security.md).
+    const holder = leases.holder
+    if (holder !== undefined)
+      logger.warn({ reason, pool: holder.pool, peer: holder.peer }, 'rpc-server lost during a lease')
+    leases.rpcServerState('lost')
+  })
   rpc.events?.on('restored', () => leases.rpcServerState('restored'))
   await leases.start()
   const advertFor = (pool: PoolName): WorkerAdvert | undefined => {
@@ -189,6 +202,12 @@ async function localRpcServer(options: JoinOptions, logger: Logger): Promise<Loc
   if (options.rpcPort !== undefined) {
     // An rpc-server someone else runs: we check it answers, and never stop it.
     const port = options.rpcPort
+    const exposed = (await listenersOnPort(port))?.filter((s) => !s.loopback) ?? []
+    if (exposed.length > 0)
+      throw new AgentError(
+        'ERR_RPC_EXPOSED',
+        `the rpc-server on port ${port} also listens on ${exposed.map((s) => s.address).join(', ')}: start it with --host 127.0.0.1`
+      )
     const client = await connectRpc({ port })
     const device = await client.deviceMemory(0).finally(() => client.close())
     const v = client.version
@@ -221,6 +240,8 @@ async function localRpcServer(options: JoinOptions, logger: Logger): Promise<Loc
       port: supervisor.port,
       pid: supervisor.current?.process.pid,
       state: supervisor.current === undefined ? 'restarting' : 'up',
+      listening: supervisor.current?.listening,
+      rssBytes: residentBytes(supervisor.current?.process.pid),
       restarts: supervisor.restarts,
       lastLoss: supervisor.lastLoss ?? null
     }),

@@ -17,6 +17,15 @@ export { ensureBinaries, type EnsureBinariesOptions } from './binaries/ensure.ts
 
 export { startProcess, describeExit, type ManagedProcess, type ExitInfo } from './process/managed-process.ts'
 export { freeLoopbackPort } from './process/free-port.ts'
+export {
+  listeningSockets,
+  listenersOnPort,
+  residentBytes,
+  parseProcNetTcp,
+  parseLsof,
+  isLoopback,
+  type ListeningSocket
+} from './process/listening-sockets.ts'
 export { startRpcServer, type RpcServer, type RpcServerInit } from './process/rpc-server.ts'
 export {
   startLlamaServer,

@@ -2,6 +2,7 @@ import type { Logger } from 'pino'
 import { ProcessError } from '../errors.ts'
 import { connectRpc, type DeviceMemory, type RpcVersion } from '../rpc/client.ts'
 import { freeLoopbackPort } from './free-port.ts'
+import { listeningSockets } from './listening-sockets.ts'
 import { exitError, startProcess, type ExitInfo, type ManagedProcess } from './managed-process.ts'
 import { waitReady } from './wait-ready.ts'
 
@@ -24,6 +25,8 @@ export interface RpcServer {
   readonly endpoint: string
   readonly version: RpcVersion
   readonly devices: readonly DeviceMemory[]
+  /** `address:port` of every socket it listens on, as the kernel says (undefined: cannot tell here). */
+  readonly listening: readonly string[] | undefined
   readonly process: ManagedProcess
   stop(): Promise<ExitInfo>
 }
@@ -58,7 +61,10 @@ async function startOnPort(init: RpcServerInit, port: number): Promise<RpcServer
     command: init.binary,
     args,
     logger: init.logger,
-    ignoreSigpipe: true
+    ignoreSigpipe: true,
+    // ggml attaches gdb to print a backtrace when it aborts: seconds of restart delay, for a
+    // backtrace nobody reads. A client can make rpc-server abort (see docs/security.md).
+    env: { ...process.env, GGML_NO_BACKTRACE: '1' }
   })
   let version: RpcVersion | undefined
   let devices: DeviceMemory[] = []
@@ -84,13 +90,27 @@ async function startOnPort(init: RpcServerInit, port: number): Promise<RpcServer
     throw err
   }
   if (version === undefined || !proc.running) throw exitError(proc.name, await proc.exited)
-  init.logger.info({ port, pid: proc.pid, version, devices }, 'rpc-server ready')
+  // Whatever the arguments said (a wrapper script can change them), check what it listens on.
+  const sockets = proc.pid === undefined ? undefined : await listeningSockets(proc.pid)
+  const exposed = sockets?.filter((s) => !s.loopback) ?? []
+  if (exposed.length > 0) {
+    await proc.stop()
+    throw new ProcessError(
+      'ERR_RPC_EXPOSED',
+      `rpc-server listens on ${exposed.map((s) => `${s.address}:${s.port}`).join(', ')}: it must face loopback only, so it was stopped`
+    )
+  }
+  const listening = sockets?.map((s) => `${s.address}:${s.port}`)
+  if (listening === undefined)
+    init.logger.warn('cannot list rpc-server sockets on this platform: trusting --host 127.0.0.1')
+  init.logger.info({ port, pid: proc.pid, version, devices, listening }, 'rpc-server ready')
   return {
     host: '127.0.0.1',
     port,
     endpoint: `127.0.0.1:${port}`,
     version,
     devices,
+    listening,
     process: proc,
     stop: () => proc.stop()
   }
