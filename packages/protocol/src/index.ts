@@ -21,3 +21,4 @@ export {
   PoolUpdate,
   PoolUpdateAck
 } from './pool-auth.ts'
+export { Figures, Receipt, MAX_RECEIPT_BYTES } from './credits.ts'

@@ -1,0 +1,191 @@
+import { createHash } from 'node:crypto'
+import { mkdirSync } from 'node:fs'
+import { dirname } from 'node:path'
+import { DatabaseSync } from 'node:sqlite'
+import { CreditsError } from './errors.ts'
+import { verifyReceipt, type SignedReceipt } from './receipt.ts'
+
+export interface Balance {
+  readonly worker: string
+  readonly pool: string
+  readonly credit: number
+  readonly receipts: number
+}
+
+export type VerifyResult =
+  | { readonly ok: true; readonly entries: number }
+  | {
+      readonly ok: false
+      readonly entries: number
+      readonly bad: { readonly seq: number; readonly reason: string }
+    }
+
+interface Row {
+  seq: number
+  kind: string
+  body: string
+  worker_signature: string
+  orchestrator_signature: string
+  prev_hash: string
+  hash: string
+  pool: string
+  worker: string
+  credit: number
+}
+
+const GENESIS = '0'.repeat(64)
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS entries (
+  seq INTEGER PRIMARY KEY,
+  kind TEXT NOT NULL,
+  body TEXT NOT NULL,
+  worker_signature TEXT NOT NULL,
+  orchestrator_signature TEXT NOT NULL,
+  prev_hash TEXT NOT NULL,
+  hash TEXT NOT NULL UNIQUE,
+  body_hash TEXT NOT NULL UNIQUE,
+  pool TEXT NOT NULL,
+  worker TEXT NOT NULL,
+  credit REAL NOT NULL,
+  recorded_at INTEGER NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS entries_no_update BEFORE UPDATE ON entries
+  BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS entries_no_delete BEFORE DELETE ON entries
+  BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END;
+`
+
+const sha256 = (text: string): string => createHash('sha256').update(text).digest('hex')
+
+function entryHash(prev: string, kind: string, signed: SignedReceipt): string {
+  return sha256([prev, kind, signed.text, signed.workerSignature, signed.orchestratorSignature].join('\n'))
+}
+
+/**
+ * The append-only credit ledger (node:sqlite): every entry is a doubly-signed receipt, chained to
+ * the one before by hash. An append is one transaction, committed with `synchronous = FULL`
+ * before it returns, so what a caller acknowledged after append() survives a kill -9 or a power
+ * cut, and a receipt is in the ledger whole or not at all.
+ */
+export class Ledger {
+  private readonly db: DatabaseSync
+
+  private constructor(db: DatabaseSync) {
+    this.db = db
+  }
+
+  static open(path: string): Ledger {
+    if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true, mode: 0o700 })
+    const db = new DatabaseSync(path)
+    try {
+      db.exec('PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000;')
+      db.exec(SCHEMA)
+    } catch (err) {
+      db.close()
+      throw new CreditsError('ERR_LEDGER', `cannot open the ledger at ${path}: ${(err as Error).message}`, {
+        cause: err
+      })
+    }
+    return new Ledger(db)
+  }
+
+  /** Verifies and records a receipt; recording the same receipt again changes nothing. */
+  async append(signed: SignedReceipt): Promise<{ seq: number; duplicate: boolean }> {
+    const receipt = await verifyReceipt(signed)
+    const bodyHash = sha256(signed.text)
+    this.db.exec('BEGIN IMMEDIATE')
+    try {
+      const existing = this.db.prepare('SELECT seq FROM entries WHERE body_hash = ?').get(bodyHash) as
+        { seq: number } | undefined
+      if (existing !== undefined) {
+        this.db.exec('COMMIT')
+        return { seq: existing.seq, duplicate: true }
+      }
+      const last = this.db.prepare('SELECT hash FROM entries ORDER BY seq DESC LIMIT 1').get() as
+        { hash: string } | undefined
+      const prev = last?.hash ?? GENESIS
+      const result = this.db
+        .prepare(
+          `INSERT INTO entries (kind, body, worker_signature, orchestrator_signature, prev_hash, hash, body_hash, pool, worker, credit, recorded_at)
+           VALUES ('receipt', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+        )
+        .run(
+          signed.text,
+          signed.workerSignature,
+          signed.orchestratorSignature,
+          prev,
+          entryHash(prev, 'receipt', signed),
+          bodyHash,
+          receipt.pool,
+          receipt.worker,
+          receipt.credit,
+          Date.now()
+        )
+      this.db.exec('COMMIT')
+      return { seq: Number(result.lastInsertRowid), duplicate: false }
+    } catch (err) {
+      this.db.exec('ROLLBACK')
+      throw err
+    }
+  }
+
+  balances(): Balance[] {
+    return this.db
+      .prepare(
+        'SELECT worker, pool, SUM(credit) AS credit, COUNT(*) AS receipts FROM entries GROUP BY worker, pool ORDER BY worker, pool'
+      )
+      .all() as unknown as Balance[]
+  }
+
+  /** The doubly-signed receipts, oldest first. */
+  receipts(): SignedReceipt[] {
+    return (
+      this.db
+        .prepare('SELECT body, worker_signature, orchestrator_signature FROM entries ORDER BY seq')
+        .all() as Array<{ body: string; worker_signature: string; orchestrator_signature: string }>
+    ).map((r) => ({
+      text: r.body,
+      workerSignature: r.worker_signature,
+      orchestratorSignature: r.orchestrator_signature
+    }))
+  }
+
+  /** Checks the chain, every signature and every derived column; names the first bad entry. */
+  async verify(): Promise<VerifyResult> {
+    let prev = GENESIS
+    let expected = 1
+    let count = 0
+    for (const row of this.db.prepare('SELECT * FROM entries ORDER BY seq').iterate() as Iterable<Row>) {
+      const bad = (reason: string): VerifyResult => ({
+        ok: false,
+        entries: count,
+        bad: { seq: row.seq, reason }
+      })
+      if (row.seq !== expected) return bad(`entry ${expected} is missing`)
+      if (row.prev_hash !== prev) return bad('does not chain to the entry before it')
+      const signed: SignedReceipt = {
+        text: row.body,
+        workerSignature: row.worker_signature,
+        orchestratorSignature: row.orchestrator_signature
+      }
+      if (row.kind !== 'receipt') return bad(`unknown kind ${row.kind}`)
+      if (entryHash(prev, row.kind, signed) !== row.hash) return bad('its hash does not match its contents')
+      try {
+        const receipt = await verifyReceipt(signed)
+        if (receipt.pool !== row.pool || receipt.worker !== row.worker || receipt.credit !== row.credit)
+          return bad('its pool, worker or credit columns differ from the signed receipt')
+      } catch (err) {
+        return bad((err as Error).message)
+      }
+      prev = row.hash
+      expected++
+      count++
+    }
+    return { ok: true, entries: count }
+  }
+
+  close(): void {
+    this.db.close()
+  }
+}

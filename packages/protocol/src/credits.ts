@@ -1,0 +1,52 @@
+import { z } from 'zod'
+import { PoolName } from './pool.ts'
+
+const PeerIdString = z.string().regex(/^[1-9A-HJ-NP-Za-km-z]{40,60}$/, 'a libp2p peer id')
+const Millis = z
+  .number()
+  .int()
+  .nonnegative()
+  .max(2 ** 53 - 1)
+const Amount = z.number().nonnegative().max(1e15)
+
+/**
+ * What a lease used of a worker, counted on the RPC streams it carried (both ends count the same
+ * frames): memory held over time, compute time, bytes loaded. Cumulative since the lease began.
+ */
+export const Figures = z.object({
+  /** Buffer bytes held (ALLOC_BUFFER minus FREE_BUFFER) integrated over time, in GiB-seconds. */
+  memoryGiBs: Amount,
+  /** From each GRAPH_COMPUTE/RECOMPUTE until the next reply: the worker computing. */
+  computeMs: Amount,
+  /** Bytes carried by SET_TENSOR: weights at load, inputs per token. */
+  loadedBytes: Amount,
+  computes: Amount
+})
+export type Figures = z.infer<typeof Figures>
+
+/** A worker's claim for one period of a lease; `credit` is the formula applied to `delta`. */
+export const Receipt = z.object({
+  v: z.literal(1),
+  type: z.literal('receipt'),
+  pool: PoolName,
+  lease: z
+    .number()
+    .int()
+    .positive()
+    .max(2 ** 53 - 1),
+  /** 0, 1, 2...: the periods of one lease, each receipt covering the time since the last. */
+  seq: z.number().int().nonnegative().max(1_000_000),
+  worker: PeerIdString,
+  orchestrator: PeerIdString,
+  from: Millis,
+  to: Millis,
+  /** Totals since the lease began, as of `to`: what the orchestrator checks against its own. */
+  total: Figures,
+  /** This period's share: total minus the previous receipt's total. */
+  delta: Figures,
+  credit: Amount
+})
+export type Receipt = z.infer<typeof Receipt>
+
+/** A receipt travels and is stored as the exact JSON text both sides signed. */
+export const MAX_RECEIPT_BYTES = 4096
