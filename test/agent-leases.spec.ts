@@ -39,7 +39,7 @@ const PROMPTS = [
 ]
 
 interface Status {
-  pools: Array<{ name: string; usageMs: number; traffic: { computes: number } }>
+  pools: Array<{ name: string; usageMs: number; traffic: { computes: number; memoryGiBs: number } }>
   rpcServer: { port: number; pid?: number; state: string; restarts: number; lastLoss: string | null }
 }
 
@@ -142,8 +142,11 @@ describe('one agent, two pools, exclusive leases', { timeout: 240_000 }, () => {
       }
     }
     const shown = await status()
-    for (const pool of shown.pools)
+    for (const pool of shown.pools) {
       assert.ok(pool.usageMs > 0 && pool.traffic.computes > 0, `${pool.name} shows its use`)
+      // The model's buffers, held for a while: the memory term of the credit formula.
+      assert.ok(pool.traffic.memoryGiBs > 0, `${pool.name} held memory: ${pool.traffic.memoryGiBs} GiB-s`)
+    }
   })
 
   it('restarts a killed rpc-server, tells the lease holder, and shows it in status', async () => {

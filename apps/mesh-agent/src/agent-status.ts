@@ -43,6 +43,8 @@ export interface PoolTraffic {
   readonly uploadBytes: number
   readonly computes: number
   readonly computeMs: number
+  /** Memory the pool's connections held over time (the credit formula's first term). */
+  readonly memoryGiBs: number
 }
 
 export const NO_TRAFFIC: PoolTraffic = {
@@ -51,7 +53,8 @@ export const NO_TRAFFIC: PoolTraffic = {
   responseBytes: 0,
   uploadBytes: 0,
   computes: 0,
-  computeMs: 0
+  computeMs: 0,
+  memoryGiBs: 0
 }
 
 export function addTraffic(total: PoolTraffic, one: RpcTraffic): PoolTraffic {
@@ -61,7 +64,8 @@ export function addTraffic(total: PoolTraffic, one: RpcTraffic): PoolTraffic {
     responseBytes: total.responseBytes + one.responseBytes,
     uploadBytes: total.uploadBytes + one.uploadBytes,
     computes: total.computes + one.computes,
-    computeMs: total.computeMs + one.computeMs
+    computeMs: total.computeMs + one.computeMs,
+    memoryGiBs: total.memoryGiBs + one.memoryGiBs
   }
 }
 

@@ -22,7 +22,13 @@ export interface RpcTraffic {
   /** GRAPH_COMPUTE and GRAPH_RECOMPUTE commands, and the time from each to the next response. */
   readonly computes: number
   readonly computeMs: number
+  /** Buffer bytes rpc-server holds for this connection now (ALLOC_BUFFER minus FREE_BUFFER). */
+  readonly heldBytes: number
+  /** Those bytes integrated over time, until now or until the connection ended (which frees them). */
+  readonly memoryGiBs: number
 }
+
+const GiB = 1024 ** 3
 
 /**
  * The gate of one RPC connection: both directions pass through the RPC parsers, and only what
@@ -40,6 +46,12 @@ export class RpcGate {
   private computeMs = 0
   /** When the oldest compute not yet followed by a response was forwarded. */
   private computeStarted: number | undefined
+  /** Server buffers this connection allocated, by remote pointer. */
+  private readonly buffers = new Map<bigint, number>()
+  private heldBytes = 0
+  private heldByteMs = 0
+  private heldSince = performance.now()
+  private ended = false
   private readonly requests: RpcRequestParser
   private readonly responses: RpcResponseParser
   private forwardRequest: (bytes: Uint8Array) => void = () => {}
@@ -52,6 +64,7 @@ export class RpcGate {
       onFrame: (frame) => {
         this.counts[frame.command] = (this.counts[frame.command] ?? 0) + 1
         if (frame.command === RpcCommand.Hello) frame.bytes.fill(0, REQUEST_HEADER_SIZE)
+        if (frame.command === RpcCommand.FreeBuffer) this.hold(-(this.takeBuffer(frame.bytes) ?? 0))
         if (frame.command === RpcCommand.GraphCompute || frame.command === RpcCommand.GraphRecompute) {
           this.computes++
           this.computeStarted ??= performance.now()
@@ -68,6 +81,7 @@ export class RpcGate {
       onFrame: (frame) => {
         // HELLO reply: major, minor, patch, padding, then the caps.
         if (frame.command === RpcCommand.Hello) frame.bytes.fill(0, RESPONSE_HEADER_SIZE + 4)
+        if (frame.command === RpcCommand.AllocBuffer) this.noteBuffer(frame.bytes)
         // Computes have no reply: the next reply (the activations' GET_TENSOR) tells they are done.
         if (this.computeStarted !== undefined) {
           this.computeMs += performance.now() - this.computeStarted
@@ -93,6 +107,40 @@ export class RpcGate {
     this.responses.push(chunk)
   }
 
+  /** The connection is over: rpc-server has freed its buffers, so holding stops counting. */
+  end(): void {
+    if (this.ended) return
+    this.hold(-this.heldBytes)
+    this.ended = true
+  }
+
+  private hold(bytes: number): void {
+    if (this.ended) return
+    const now = performance.now()
+    this.heldByteMs += this.heldBytes * (now - this.heldSince)
+    this.heldSince = now
+    this.heldBytes = Math.max(0, this.heldBytes + bytes)
+  }
+
+  /** ALLOC_BUFFER's reply: `size | remote_ptr | remote_size`. A null pointer is a failed allocation. */
+  private noteBuffer(bytes: Uint8Array): void {
+    const view = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
+    const ptr = view.readBigUInt64LE(RESPONSE_HEADER_SIZE)
+    const size = Number(view.readBigUInt64LE(RESPONSE_HEADER_SIZE + 8))
+    if (ptr === 0n || this.buffers.has(ptr)) return
+    this.buffers.set(ptr, size)
+    this.hold(size)
+  }
+
+  /** FREE_BUFFER's request: `command | size | remote_ptr`. */
+  private takeBuffer(bytes: Uint8Array): number | undefined {
+    const view = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
+    const ptr = view.readBigUInt64LE(REQUEST_HEADER_SIZE)
+    const size = this.buffers.get(ptr)
+    this.buffers.delete(ptr)
+    return size
+  }
+
   snapshot(): RpcTraffic {
     const commands: Record<string, number> = {}
     this.counts.forEach((count, command) => {
@@ -104,7 +152,12 @@ export class RpcGate {
       commands,
       uploadBytes: this.uploadBytes,
       computes: this.computes,
-      computeMs: this.computeMs
+      computeMs: this.computeMs,
+      heldBytes: this.heldBytes,
+      memoryGiBs:
+        (this.heldByteMs + (this.ended ? 0 : this.heldBytes * (performance.now() - this.heldSince))) /
+        1000 /
+        GiB
     }
   }
 }

@@ -55,6 +55,7 @@ export async function startRpcService(init: RpcServiceInit): Promise<RpcService>
             gate.request(chunk, forward)
           }
     const end = await bridge({ socket, stream, fromStream, fromSocket: gate.response })
+    gate.end()
     open.delete(stream)
     const traffic = gate.snapshot()
     log.debug({ peer, clean: end.clean, error: end.error?.message, ...traffic }, 'rpc connection ended')

@@ -57,6 +57,7 @@ export async function startRpcTunnel(init: RpcTunnelInit): Promise<RpcTunnel> {
     }
     socket.resume()
     const end = await bridge({ socket, stream, fromSocket: gate.request, fromStream: gate.response })
+    gate.end()
     log.debug({ clean: end.clean, error: end.error?.message, ...gate.snapshot() }, 'rpc connection ended')
   }
 

@@ -80,3 +80,42 @@ describe('RpcGate', () => {
     assert.equal(traffic.requestBytes, session.length)
   })
 })
+
+describe('RpcGate memory metering', () => {
+  const u32 = (n: number): Buffer => {
+    const b = Buffer.alloc(4)
+    b.writeUInt32LE(n)
+    return b
+  }
+  const respond = (gate: RpcGate, payload: Buffer) => gate.response(encodeResponse(payload), () => {})
+  const ask = (gate: RpcGate, bytes: Buffer) => gate.request(bytes, () => {})
+
+  it('holds what ALLOC_BUFFER granted until FREE_BUFFER or the end, and integrates it over time', async () => {
+    const gate = new RpcGate()
+    ask(gate, hello)
+    respond(gate, Buffer.alloc(4 + CONN_CAPS_SIZE))
+    for (const [ptr, size] of [
+      [0x1000, 4096],
+      [0x9000, 1 << 20]
+    ] as const) {
+      ask(gate, encodeRequest(RpcCommand.AllocBuffer, Buffer.concat([u32(0), u64(size)])))
+      respond(gate, Buffer.concat([u64(ptr), u64(size)]))
+    }
+    // A failed allocation (null pointer) holds nothing.
+    ask(gate, encodeRequest(RpcCommand.AllocBuffer, Buffer.concat([u32(0), u64(1 << 30)])))
+    respond(gate, Buffer.concat([u64(0), u64(0)]))
+    assert.equal(gate.snapshot().heldBytes, 4096 + (1 << 20))
+
+    await new Promise((r) => setTimeout(r, 20))
+    ask(gate, encodeRequest(RpcCommand.FreeBuffer, u64(0x9000)))
+    assert.equal(gate.snapshot().heldBytes, 4096)
+    const held = gate.snapshot().memoryGiBs
+    assert.ok(held >= ((1 << 20) * 0.015) / 1024 ** 3, `${held} GiB-s after ~20 ms of 1 MiB`)
+
+    gate.end()
+    const final = gate.snapshot()
+    assert.equal(final.heldBytes, 0)
+    await new Promise((r) => setTimeout(r, 10))
+    assert.equal(gate.snapshot().memoryGiBs, final.memoryGiBs, 'nothing accrues after the end')
+  })
+})
