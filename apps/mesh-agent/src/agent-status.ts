@@ -34,6 +34,12 @@ export interface AgentStatus {
     readonly lastLoss: string | null
   }
   readonly rpcConnections: number
+  /** Receipts recorded and disputed since start, and the ledger's balances per pool. */
+  readonly credits: {
+    readonly recorded: number
+    readonly disputes: number
+    readonly balances: ReadonlyArray<{ pool: string; credit: number; receipts: number }>
+  }
 }
 
 export interface PoolTraffic {
@@ -86,8 +92,12 @@ export function formatStatus(status: AgentStatus): string {
   for (const pool of status.pools) {
     const t = pool.traffic
     lines.push(
-      `  ${pool.name} (weight ${pool.weight}): held ${(pool.usageMs / 60_000).toFixed(1)} min (decayed), ${t.connections} connections, ${mib(t.uploadBytes)} loaded, ${t.computes} computes (${(t.computeMs / 1000).toFixed(1)} s)`
+      `  ${pool.name} (weight ${pool.weight}): held ${(pool.usageMs / 60_000).toFixed(1)} min (decayed), ${t.connections} connections, ${mib(t.uploadBytes)} loaded, ${t.computes} computes (${(t.computeMs / 1000).toFixed(1)} s), ${t.memoryGiBs.toFixed(1)} GiB-s held`
     )
   }
+  const c = status.credits
+  lines.push(
+    `credits   ${c.recorded} receipts recorded, ${c.disputes} disputed since start${c.balances.map((b) => `; ${b.pool}: ${b.credit.toFixed(4)}`).join('')}`
+  )
   return lines.join('\n')
 }

@@ -21,7 +21,8 @@ import {
   type PoolName,
   type WorkerAdvert
 } from '@frankenstein-mesh/protocol'
-import { startRpcService } from '@frankenstein-mesh/tunnel'
+import { Ledger } from '@frankenstein-mesh/credits'
+import { startRpcService, type RpcTraffic } from '@frankenstein-mesh/tunnel'
 import type { Logger } from 'pino'
 import { NO_TRAFFIC, addTraffic, type AgentStatus, type PoolTraffic } from './agent-status.ts'
 import type { JoinOptions } from './config.ts'
@@ -29,6 +30,7 @@ import { AgentError } from './errors.ts'
 import { LeaseScheduler } from './lease-scheduler.ts'
 import { LeaseService } from './lease-service.ts'
 import { PoolAuthority, invitesFile, resolveMemberships } from './memberships.ts'
+import { ReceiptClerk } from './receipts.ts'
 import { RpcServerSupervisor } from './rpc-server-supervisor.ts'
 
 export interface Agent {
@@ -82,8 +84,18 @@ export async function startAgent(options: JoinOptions, logger: Logger): Promise<
     leaseTtlMs: options.leaseTtl * 1000,
     idleMs: options.idle * 1000
   })
+  const ledger = Ledger.open(options.ledger ?? `${options.identity}.ledger.sqlite`)
+  let liveTraffic: (peer: string) => RpcTraffic[] = () => []
+  const clerk = new ReceiptClerk({
+    key: identity.privateKey,
+    self: identity.peerId,
+    ledger,
+    live: (peer) => liveTraffic(peer),
+    logger
+  })
   // Only the lease holder's RPC streams reach rpc-server; when its lease ends, they are closed.
   const leases = new LeaseService({
+    receipts: { clerk, intervalMs: options.receiptInterval * 1000 },
     node,
     scheduler,
     logger,
@@ -114,10 +126,12 @@ export async function startAgent(options: JoinOptions, logger: Logger): Promise<
       if (pool !== undefined) scheduler.activity(pool)
     },
     onEnd: (peer, one) => {
+      clerk.connectionEnded(peer, one)
       const pool = leases.poolOf(peer)
       if (pool !== undefined) traffic.set(pool, addTraffic(traffic.get(pool) ?? NO_TRAFFIC, one))
     }
   })
+  liveTraffic = (peer) => service.live(peer)
   leases.on('ended', (_lease, peer) => service.closePeer(peer))
   rpc.events?.on('lost', (reason) => {
     // Who held it when it died: a client can make rpc-server abort (docs/security.md).
@@ -178,7 +192,8 @@ export async function startAgent(options: JoinOptions, logger: Logger): Promise<
         waiting: leases.waiting
       },
       rpcServer: rpc.state(),
-      rpcConnections: service.open
+      rpcConnections: service.open,
+      credits: { recorded: clerk.recorded, disputes: clerk.disputes, balances: ledger.balances() }
     }
   }
   return {
@@ -194,6 +209,7 @@ export async function startAgent(options: JoinOptions, logger: Logger): Promise<
       await service.stop()
       await node.stop()
       await rpc.stop()
+      ledger.close()
     }
   }
 }

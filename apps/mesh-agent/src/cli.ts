@@ -1,3 +1,4 @@
+import { ledgerReport, verifyLedgerFile } from '@frankenstein-mesh/credits'
 import { Command, Option } from 'commander'
 import { createLogger } from '@frankenstein-mesh/llama'
 import { defaultIdentityPath } from '@frankenstein-mesh/mesh'
@@ -84,6 +85,12 @@ export function buildProgram(signal: AbortSignal): Command {
       'a holder that sent no RPC for this long yields at once to a waiting pool',
       '60'
     )
+    .option(
+      '--receipt-interval <seconds>',
+      'propose a signed receipt for the lease held this often (and at its end), for credit',
+      '300'
+    )
+    .option('--ledger <file>', 'the credit ledger (default: <identity>.ledger.sqlite)')
     .option('--control <socket>', 'local control socket for `status` and `leave` (default: <identity>.sock)')
     .action(async (raw: Record<string, unknown>) => {
       const parsed = JoinOptions.safeParse({ ...raw, listen: raw['listen'] ?? ['/ip4/0.0.0.0/tcp/0'] })
@@ -130,6 +137,29 @@ export function buildProgram(signal: AbortSignal): Command {
         '/status'
       )) as AgentStatus
       process.stdout.write(`${opts.json === true ? JSON.stringify(status, null, 2) : formatStatus(status)}\n`)
+    })
+
+  const credits = program
+    .command('credits')
+    .description('credit in the ledger: balances per pool (`credits verify` checks every entry)')
+    .option('--identity <file>', 'identity whose ledger to read', defaultIdentityPath('agent'))
+    .option('--ledger <file>', 'the ledger (default: <identity>.ledger.sqlite)')
+    .option('--json', 'print balances and the doubly-signed receipts as JSON')
+    .action((opts: { identity: string; ledger?: string; json?: boolean }) => {
+      process.stdout.write(
+        `${ledgerReport(opts.ledger ?? `${opts.identity}.ledger.sqlite`, opts.json === true)}\n`
+      )
+    })
+  credits
+    .command('verify')
+    .description(
+      'check the chain, both signatures and the credit of every entry; exit 1 naming the first bad one (takes the options of `credits`)'
+    )
+    .action(async () => {
+      const opts = credits.opts<{ identity: string; ledger?: string }>()
+      const result = await verifyLedgerFile(opts.ledger ?? `${opts.identity}.ledger.sqlite`)
+      process.stdout.write(`${result.text}\n`)
+      if (!result.ok) process.exitCode = 1
     })
 
   program

@@ -78,6 +78,8 @@ export const JoinOptions = z
     relayListen: z.boolean().default(false),
     rendezvousRefresh: z.coerce.number().int().min(1).max(86_400).default(60),
     minSlice: z.coerce.number().min(0).max(86_400).default(300),
+    receiptInterval: z.coerce.number().min(1).max(86_400).default(300),
+    ledger: z.string().min(1).optional(),
     grace: z.coerce.number().min(0).max(3_600).default(30),
     leaseTtl: z.coerce.number().min(1).max(3_600).default(60),
     idle: z.coerce.number().min(1).max(86_400).default(60)

@@ -13,6 +13,7 @@ import {
 import type { Logger } from 'pino'
 import type { Lease, LeaseScheduler, SchedulerAction } from './lease-scheduler.ts'
 import type { Verdict } from './memberships.ts'
+import type { Countersignature, LeaseBook, ReceiptClerk } from './receipts.ts'
 
 export interface LeaseServiceInit {
   readonly node: MeshNode
@@ -24,7 +25,12 @@ export interface LeaseServiceInit {
   readonly tickMs?: number | undefined
   /** Whether a peer may act for a pool, from the credential it presents. */
   readonly authorize: (pool: string, credential: string | undefined, peer: string) => Promise<Verdict>
+  /** Credit: receipts for each lease, every `intervalMs` while held and when it ends. */
+  readonly receipts?: { readonly clerk: ReceiptClerk; readonly intervalMs: number } | undefined
 }
+
+/** How long a proposed receipt waits for the orchestrator's countersignature. */
+const RECEIPT_ANSWER_MS = 10_000
 
 export interface LeaseServiceEvents {
   /** A lease is over: its holder's RPC streams must close, so rpc-server frees its buffers. */
@@ -39,6 +45,11 @@ interface Session {
   /** Serial of the credential it proved its authority with: a revocation names it. */
   readonly serial: number
   lease?: Lease | undefined
+  book?: LeaseBook | undefined
+  receiptTimer?: NodeJS.Timeout | undefined
+  /** Receipts are proposed one at a time, in order. */
+  exchanging?: Promise<void> | undefined
+  readonly answers: Map<number, (answer: Countersignature) => void>
 }
 
 /** Refused lease requests allowed per peer and minute before it is refused without a look. */
@@ -54,6 +65,7 @@ export class LeaseService extends EventEmitter<LeaseServiceEvents> {
   private readonly log: Logger
   private readonly sessions = new Set<Session>()
   private readonly refusals = new Map<string, number[]>()
+  private readonly exchanges = new Set<Promise<void>>()
   /** The pool each peer last held a lease for: RPC traffic is booked to it. */
   private readonly pools = new Map<string, string>()
   private timer: NodeJS.Timeout | undefined
@@ -117,6 +129,8 @@ export class LeaseService extends EventEmitter<LeaseServiceEvents> {
       await this.endSession(session, 'agent-leaving')
     }
     this.sessions.clear()
+    // A holder that released just before: its last receipt is still being settled.
+    await Promise.all(this.exchanges)
   }
 
   /** rpc-server died or came back: every holder hears of it. */
@@ -144,7 +158,7 @@ export class LeaseService extends EventEmitter<LeaseServiceEvents> {
         await this.refuse(channel, peer, verdict.reason, verdict.message)
         return
       }
-      session = { peer, pool: first.pool, channel, serial: verdict.serial }
+      session = { peer, pool: first.pool, channel, serial: verdict.serial, answers: new Map() }
       this.sessions.add(session)
       await this.ask(session)
       while (true) this.handle(session, await channel.receive())
@@ -208,6 +222,14 @@ export class LeaseService extends EventEmitter<LeaseServiceEvents> {
   private handle(session: Session, message: OrchestratorLeaseMessage): void {
     if (message.type === 'renew' && session.lease?.id === message.leaseId)
       this.init.scheduler.renew(message.leaseId)
+    if (message.type === 'receipt-signed' || message.type === 'receipt-disputed') {
+      session.answers.get(message.seq)?.(
+        message.type === 'receipt-signed'
+          ? { type: message.type, signature: message.signature }
+          : { type: message.type, reason: message.reason }
+      )
+      return
+    }
     if (message.type === 'release' && session.lease?.id === message.leaseId) {
       const actions = this.init.scheduler.release(message.leaseId)
       void this.endSession(session, 'released')
@@ -252,6 +274,11 @@ export class LeaseService extends EventEmitter<LeaseServiceEvents> {
   private async grant(session: Session, lease: Lease): Promise<void> {
     session.lease = lease
     this.pools.set(session.peer, session.pool)
+    const receipts = this.init.receipts
+    if (receipts !== undefined) {
+      session.book = receipts.clerk.open(session.pool, session.peer, lease.id)
+      session.receiptTimer = setInterval(() => void this.exchange(session), receipts.intervalMs)
+    }
     this.log.info({ pool: session.pool, peer: session.peer, lease: lease.id }, 'lease granted')
     const info = {
       id: lease.id,
@@ -269,13 +296,17 @@ export class LeaseService extends EventEmitter<LeaseServiceEvents> {
     session.lease = undefined
     this.sessions.delete(session)
     this.log.info({ pool: session.pool, peer: session.peer, lease: lease.id, reason }, 'lease ended')
+    clearInterval(session.receiptTimer)
     this.emit('ended', lease, session.peer)
+    // The last period's receipt, once the holder's RPC connections have closed, before "ended".
+    await this.exchange(session, true)
     await this.tell(session, { type: 'ended', version: 1, leaseId: lease.id, reason })
     await session.channel.close()
   }
 
   /** The orchestrator went away: a held lease ends now, a waiting one leaves the line. */
   private forget(session: Session): void {
+    clearInterval(session.receiptTimer)
     if (!this.sessions.delete(session)) return
     if (session.lease !== undefined) {
       this.emit('ended', session.lease, session.peer)
@@ -283,6 +314,46 @@ export class LeaseService extends EventEmitter<LeaseServiceEvents> {
     } else if (![...this.sessions].some((s) => s.pool === session.pool)) {
       this.init.scheduler.withdraw(session.pool)
     }
+  }
+
+  /**
+   * Proposes the receipt for the period since the last one and records it once countersigned.
+   * An orchestrator that does not answer gets no receipt recorded for that period: never half one.
+   */
+  private async exchange(session: Session, final = false): Promise<void> {
+    const clerk = this.init.receipts?.clerk
+    const book = session.book
+    if (clerk === undefined || book === undefined) return
+    const run = async (): Promise<void> => {
+      if (final) await clerk.quiesce(session.peer, 3_000)
+      const proposal = await clerk.propose(book)
+      if (proposal === undefined) return
+      const answer = new Promise<Countersignature | undefined>((resolve) => {
+        const timer = setTimeout(() => {
+          session.answers.delete(proposal.seq)
+          resolve(undefined)
+        }, RECEIPT_ANSWER_MS)
+        session.answers.set(proposal.seq, (a) => {
+          clearTimeout(timer)
+          session.answers.delete(proposal.seq)
+          resolve(a)
+        })
+      })
+      await this.tell(session, {
+        type: 'receipt',
+        version: 1,
+        receipt: proposal.text,
+        signature: proposal.signature
+      })
+      await clerk.settle(book, proposal, await answer)
+    }
+    const exchanging = (session.exchanging ?? Promise.resolve()).then(run).catch((err: unknown) => {
+      this.log.warn({ peer: session.peer, err: (err as Error).message }, 'receipt exchange failed')
+    })
+    session.exchanging = exchanging
+    this.exchanges.add(exchanging)
+    await exchanging
+    this.exchanges.delete(exchanging)
   }
 
   private holderSession(): Session | undefined {

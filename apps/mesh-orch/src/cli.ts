@@ -1,3 +1,4 @@
+import { ledgerReport, verifyLedgerFile } from '@frankenstein-mesh/credits'
 import { callControl, startControlServer } from '@frankenstein-mesh/control'
 import { createLogger } from '@frankenstein-mesh/llama'
 import {
@@ -76,6 +77,7 @@ export function buildProgram(signal: AbortSignal): Command {
       'which workers to use: invite = only those joined with our owner invite; open = any that trusts our owner key',
       'invite'
     )
+    .option('--ledger <file>', 'the credit ledger (default: <identity>.ledger.sqlite)')
     .option(
       '--control <socket>',
       'local control socket for status, workers and model (default: <identity>.sock)'
@@ -152,6 +154,29 @@ export function buildProgram(signal: AbortSignal): Command {
       await callControl(controlPath(opts.control, opts.identity), 'POST', '/model', { model: file })
       process.stdout.write(`serving ${file} from the next plan on\n`)
     })
+  const credits = program
+    .command('credits')
+    .description('credit in the ledger: balances per pool (`credits verify` checks every entry)')
+    .option('--identity <file>', 'identity whose ledger to read', defaultIdentityPath('orchestrator'))
+    .option('--ledger <file>', 'the ledger (default: <identity>.ledger.sqlite)')
+    .option('--json', 'print balances and the doubly-signed receipts as JSON')
+    .action((opts: { identity: string; ledger?: string; json?: boolean }) => {
+      process.stdout.write(
+        `${ledgerReport(opts.ledger ?? `${opts.identity}.ledger.sqlite`, opts.json === true)}\n`
+      )
+    })
+  credits
+    .command('verify')
+    .description(
+      'check the chain, both signatures and the credit of every entry; exit 1 naming the first bad one (takes the options of `credits`)'
+    )
+    .action(async () => {
+      const opts = credits.opts<{ identity: string; ledger?: string }>()
+      const result = await verifyLedgerFile(opts.ledger ?? `${opts.identity}.ledger.sqlite`)
+      process.stdout.write(`${result.text}\n`)
+      if (!result.ok) process.exitCode = 1
+    })
+
   const pool = program
     .command('pool')
     .description("a pool's owner: invites for workers, credentials for other orchestrators, revocations")
@@ -253,6 +278,7 @@ function formatStatus(s: OrchestratorStatus): string {
     `model     ${s.model ?? 'none'}`,
     `state     ${s.state}${s.lastPlanError === null ? '' : ` (${s.lastPlanError})`}`,
     `requests  ${s.requestsInFlight} in flight`,
+    `credits   ${s.credits.recorded} receipts countersigned, ${s.credits.disputes} disputed since start`,
     'plan:',
     ...(s.plan.length === 0 ? ['  none'] : s.plan.map((line) => `  ${line}`)),
     formatWorkers(s)

@@ -22,7 +22,8 @@ export const ServeOptions = z.object({
   betterPlanAfter: z.coerce.number().min(0).max(86_400).default(300),
   poolKey: z.string().min(1).optional(),
   credential: z.string().max(20_000).optional(),
-  admission: z.enum(['open', 'invite']).default('invite')
+  admission: z.enum(['open', 'invite']).default('invite'),
+  ledger: z.string().min(1).optional()
 })
 
 export type ServeOptions = z.output<typeof ServeOptions>

@@ -1,6 +1,8 @@
 import type { PeerId } from '@libp2p/interface'
 import { startLlamaServer, type LlamaServer } from '@frankenstein-mesh/llama'
-import { acquireLease, type LeaseHandle, type MeshNode } from '@frankenstein-mesh/mesh'
+import { figuresOf } from '@frankenstein-mesh/credits'
+import { acquireLease, type LeaseHandle, type MeshNode, type ReceiptAnswer } from '@frankenstein-mesh/mesh'
+import type { Figures, LeaseInfo } from '@frankenstein-mesh/protocol'
 import { startRpcTunnel, type RpcTunnel } from '@frankenstein-mesh/tunnel'
 import type { Logger } from 'pino'
 import { OrchError } from './errors.ts'
@@ -31,6 +33,16 @@ export interface DeploymentInit {
   readonly waitInLine?: boolean | undefined
   /** Bytes streamed to workers so far, while llama-server loads. */
   readonly onLoadProgress?: ((bytes: number) => void) | undefined
+  /** A worker's receipt for a period of its lease, with what our tunnel to it measured. */
+  readonly countersign?:
+    | ((
+        peer: string,
+        receipt: string,
+        signature: string,
+        lease: LeaseInfo,
+        measured: Figures
+      ) => Promise<ReceiptAnswer>)
+    | undefined
 }
 
 export interface Deployment {
@@ -83,7 +95,12 @@ export async function deploy(init: DeploymentInit): Promise<Deployment> {
     await Promise.all(leases.map((l) => l.release()))
   }
   try {
-    for (const worker of init.plan.workers) leases.push(await leaseOrBusy(init, worker.id))
+    // What our tunnel to a worker carried (every connection of this deployment): the check on its receipts.
+    const measured = (id: string): Figures => {
+      const i = init.plan.workers.findIndex((w) => w.id === id)
+      return figuresOf(tunnels[i]?.traffic() ?? [])
+    }
+    for (const worker of init.plan.workers) leases.push(await leaseOrBusy(init, worker.id, measured))
     for (const worker of init.plan.workers)
       tunnels.push(
         await startRpcTunnel({ node: init.node, peer: peerOf(init, worker.id), logger: init.logger })
@@ -114,7 +131,12 @@ export async function deploy(init: DeploymentInit): Promise<Deployment> {
   return { plan: init.plan, url: server.url, tunnels, invalidated: promise, invalidate: resolve, stop }
 }
 
-async function leaseOrBusy(init: DeploymentInit, id: string): Promise<LeaseHandle> {
+async function leaseOrBusy(
+  init: DeploymentInit,
+  id: string,
+  measured: (id: string) => Figures
+): Promise<LeaseHandle> {
+  const countersign = init.countersign
   const controller = new AbortController()
   let busyUntil: number | undefined
   try {
@@ -131,7 +153,11 @@ async function leaseOrBusy(init: DeploymentInit, id: string): Promise<LeaseHandl
       onBusy: (_holder, freeAt) => {
         busyUntil = freeAt
         if (init.waitInLine !== true) controller.abort()
-      }
+      },
+      onReceipt:
+        countersign === undefined
+          ? undefined
+          : (receipt, signature, lease) => countersign(id, receipt, signature, lease, measured(id))
     })
   } catch (err) {
     if (busyUntil !== undefined) throw new WorkerBusyError(id, busyUntil)

@@ -10,7 +10,8 @@ import {
   WorkerUnreachableError,
   deploy,
   type Deployment,
-  type Invalidation
+  type Invalidation,
+  type DeploymentInit
 } from './deployment.ts'
 import { OrchError } from './errors.ts'
 import { placedBytes, planPlacement, type Plan } from './placement.ts'
@@ -32,6 +33,8 @@ export interface OrchestratorInit {
   readonly admit?: ((peer: PeerId, advert: WorkerAdvert) => Promise<boolean>) | undefined
   /** The credential shown to agents when asking for leases. */
   readonly credential?: (() => Promise<string>) | undefined
+  /** Countersigns workers' receipts (see deployment.ts). */
+  readonly countersign?: DeploymentInit['countersign']
   /** A plan is only replaced by a better one (fewer workers) this long after it was deployed. */
   readonly betterPlanAfterMs?: number | undefined
   readonly workerExpiryMs?: number | undefined
@@ -230,7 +233,8 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
         logger: this.init.logger,
         onLoadProgress: (bytes) => progress.update(Math.min(bytes, total)),
         waitInLine,
-        credential: await this.init.credential?.()
+        credential: await this.init.credential?.(),
+        countersign: this.init.countersign
       })
       progress.finish()
       this.lastPlanError = undefined

@@ -5,7 +5,9 @@ import {
   loadOrCreateIdentity,
   startRendezvous
 } from '@frankenstein-mesh/mesh'
+import { Ledger } from '@frankenstein-mesh/credits'
 import type { Logger } from 'pino'
+import { OrchestratorCredits } from './credits.ts'
 import type { ServeOptions } from './config.ts'
 import { startHttpFront } from './http-front.ts'
 import { Orchestrator, describePlan } from './orchestrator.ts'
@@ -32,6 +34,8 @@ export interface OrchestratorStatus {
   readonly plan: string[]
   readonly requestsInFlight: number
   readonly lastFailover: Orchestrator['lastFailover'] | null
+  /** Receipts countersigned and disputed since start. */
+  readonly credits: { readonly recorded: number; readonly disputes: number }
   readonly workers: Array<{
     peer: string
     offeredBytes: number
@@ -73,8 +77,17 @@ export async function startServing(options: ServeOptions, logger: Logger): Promi
     credential: options.credential,
     admission: options.admission
   })
+  const credits = new OrchestratorCredits({
+    key: identity.privateKey,
+    self: identity.peerId,
+    pool: options.pool,
+    ledger: Ledger.open(options.ledger ?? `${options.identity}.ledger.sqlite`),
+    logger
+  })
   const orchestrator = new Orchestrator({
     admit: (peer, advert) => authority.admit(peer, advert),
+    countersign: (peer, receipt, signature, lease, measured) =>
+      credits.countersign(peer, receipt, signature, lease, measured),
     credential: () => authority.credential(),
     node,
     pool: options.pool,
@@ -114,6 +127,7 @@ export async function startServing(options: ServeOptions, logger: Logger): Promi
       plan: orchestrator.plan === undefined ? [] : describePlan(orchestrator.plan),
       requestsInFlight: orchestrator.requestsInFlight,
       lastFailover: orchestrator.lastFailover ?? null,
+      credits: { recorded: credits.recorded, disputes: credits.disputes },
       workers: orchestrator.directory.list().map((w) => ({
         peer: w.peer.toString(),
         offeredBytes: w.advert.memory.offered,
@@ -128,6 +142,7 @@ export async function startServing(options: ServeOptions, logger: Logger): Promi
       await orchestrator.stop()
       rendezvous.stop()
       await node.stop()
+      credits.ledger.close()
     }
   }
 }

@@ -61,3 +61,25 @@ export function disputeOf(claimed: Figures, measured: Figures): string | undefin
     return `loaded ${claimed.loadedBytes} bytes claimed, ${measured.loadedBytes} measured`
   return undefined
 }
+
+/** The counters a tunnel end keeps per RPC connection (RpcTraffic), as far as credit needs them. */
+export interface MeteredConnection {
+  readonly memoryGiBs: number
+  readonly computeMs: number
+  readonly uploadBytes: number
+  readonly computes: number
+}
+
+export const NO_FIGURES: Figures = { memoryGiBs: 0, computeMs: 0, loadedBytes: 0, computes: 0 }
+
+export function figuresOf(connections: readonly MeteredConnection[]): Figures {
+  return connections.reduce<Figures>(
+    (sum, c) => ({
+      memoryGiBs: sum.memoryGiBs + c.memoryGiBs,
+      computeMs: sum.computeMs + c.computeMs,
+      loadedBytes: sum.loadedBytes + c.uploadBytes,
+      computes: sum.computes + c.computes
+    }),
+    NO_FIGURES
+  )
+}

@@ -1,5 +1,14 @@
 export { CreditsError } from './errors.ts'
-export { CREDIT, TOLERANCE, creditFor, deltaOf, disputeOf } from './formula.ts'
+export {
+  CREDIT,
+  TOLERANCE,
+  NO_FIGURES,
+  creditFor,
+  deltaOf,
+  disputeOf,
+  figuresOf,
+  type MeteredConnection
+} from './formula.ts'
 export {
   readReceipt,
   receiptText,
@@ -9,3 +18,4 @@ export {
   type SignedReceipt
 } from './receipt.ts'
 export { Ledger, type Balance, type VerifyResult } from './ledger.ts'
+export { ledgerReport, verifyLedgerFile } from './report.ts'

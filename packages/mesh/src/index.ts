@@ -27,7 +27,13 @@ export { WorkerDirectory, type WorkerEntry, type WorkerDirectoryInit } from './w
 export { peerIdFromString } from '@libp2p/peer-id'
 export { multiaddr } from '@multiformats/multiaddr'
 export { messageChannel, type MessageChannel } from './message-channel.ts'
-export { acquireLease, LeaseRefusedError, type LeaseHandle, type LeaseClientInit } from './lease-client.ts'
+export {
+  acquireLease,
+  LeaseRefusedError,
+  type LeaseHandle,
+  type LeaseClientInit,
+  type ReceiptAnswer
+} from './lease-client.ts'
 export {
   PoolAuthError,
   createInvite,

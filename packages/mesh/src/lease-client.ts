@@ -23,7 +23,15 @@ export interface LeaseClientInit {
   readonly onBusy?: ((holder: PoolName, freeAt: number) => void) | undefined
   /** Give up waiting (or holding) when this aborts. */
   readonly signal?: AbortSignal | undefined
+  /**
+   * The worker sent a signed receipt for a period of this lease: answer with our countersignature
+   * (recorded on our side first) or with why we dispute it. Without it, receipts are disputed.
+   */
+  readonly onReceipt?:
+    ((receipt: string, signature: string, lease: LeaseInfo) => Promise<ReceiptAnswer>) | undefined
 }
+
+export type ReceiptAnswer = { readonly signature: string } | { readonly dispute: string }
 
 export interface LeaseHandle {
   readonly lease: LeaseInfo
@@ -71,7 +79,7 @@ export async function acquireLease(init: LeaseClientInit): Promise<LeaseHandle> 
       throw err instanceof LeaseRefusedError || unsent === undefined ? err : unsent
     })
     log.info({ lease: lease.id }, 'lease granted')
-    return holdLease(channel, lease, log)
+    return holdLease(channel, lease, log, init.onReceipt)
   } catch (err) {
     channel.abort(err instanceof Error ? err : new Error(String(err)))
     throw err
@@ -90,7 +98,28 @@ async function waitForGrant(
   }
 }
 
-function holdLease(channel: MessageChannel<AgentLeaseMessage>, lease: LeaseInfo, log: Logger): LeaseHandle {
+function holdLease(
+  channel: MessageChannel<AgentLeaseMessage>,
+  lease: LeaseInfo,
+  log: Logger,
+  onReceipt: LeaseClientInit['onReceipt']
+): LeaseHandle {
+  const answerReceipt = async (receipt: string, signature: string): Promise<void> => {
+    const seq = receiptSeq(receipt)
+    const answer: ReceiptAnswer =
+      onReceipt === undefined
+        ? { dispute: 'this orchestrator keeps no ledger' }
+        : await onReceipt(receipt, signature, lease).catch((err: unknown) => ({
+            dispute: (err as Error).message
+          }))
+    await channel
+      .send(
+        'signature' in answer
+          ? { type: 'receipt-signed', version: 1, seq, signature: answer.signature }
+          : { type: 'receipt-disputed', version: 1, seq, reason: answer.dispute.slice(0, 500) }
+      )
+      .catch(() => {})
+  }
   const revoked = Promise.withResolvers<number>()
   const ended = Promise.withResolvers<LeaseEndReason | 'stream-closed'>()
   const rpcListeners: Array<(state: 'lost' | 'restored') => void> = []
@@ -109,6 +138,8 @@ function holdLease(channel: MessageChannel<AgentLeaseMessage>, lease: LeaseInfo,
           revoked.resolve(message.revokeBy)
         } else if (message.type === 'rpc-server') {
           for (const listener of rpcListeners) listener(message.state)
+        } else if (message.type === 'receipt') {
+          void answerReceipt(message.receipt, message.signature)
         } else if (message.type === 'ended') {
           ended.resolve(message.reason)
           return
@@ -130,5 +161,15 @@ function holdLease(channel: MessageChannel<AgentLeaseMessage>, lease: LeaseInfo,
       await channel.send({ type: 'release', version: 1, leaseId: lease.id }).catch(() => {})
       await ended.promise
     }
+  }
+}
+
+/** The receipt's period number, for the answer to name; 0 when unreadable (it is disputed then). */
+function receiptSeq(text: string): number {
+  try {
+    const seq = (JSON.parse(text) as { seq?: unknown }).seq
+    return typeof seq === 'number' && Number.isInteger(seq) && seq >= 0 && seq <= 1_000_000 ? seq : 0
+  } catch {
+    return 0
   }
 }

@@ -1,9 +1,13 @@
 import { z } from 'zod'
+import { MAX_RECEIPT_BYTES } from './credits.ts'
 import { MAX_SIGNED_BYTES, RefusalReason } from './pool-auth.ts'
 import { PoolName } from './pool.ts'
 
 /** Bytes a lease message may take on the wire: checked before it is parsed. */
-export const MAX_LEASE_MESSAGE_BYTES = 2048 + MAX_SIGNED_BYTES
+export const MAX_LEASE_MESSAGE_BYTES = 2048 + Math.max(MAX_SIGNED_BYTES, MAX_RECEIPT_BYTES)
+
+const Signature = z.string().max(200)
+const ReceiptSeq = z.number().int().nonnegative().max(1_000_000)
 
 const Millis = z
   .number()
@@ -37,7 +41,21 @@ export const OrchestratorLeaseMessage = z.discriminatedUnion('type', [
     credential: z.string().max(MAX_SIGNED_BYTES).optional()
   }),
   z.object({ type: z.literal('renew'), version: z.literal(1), leaseId: LeaseId }),
-  z.object({ type: z.literal('release'), version: z.literal(1), leaseId: LeaseId })
+  z.object({ type: z.literal('release'), version: z.literal(1), leaseId: LeaseId }),
+  /** The worker's receipt `seq` countersigned: recorded in the orchestrator's ledger first. */
+  z.object({
+    type: z.literal('receipt-signed'),
+    version: z.literal(1),
+    seq: ReceiptSeq,
+    signature: Signature
+  }),
+  /** Not countersigned: the figures are out of tolerance of the orchestrator's own, or wrong. */
+  z.object({
+    type: z.literal('receipt-disputed'),
+    version: z.literal(1),
+    seq: ReceiptSeq,
+    reason: z.string().max(500)
+  })
 ])
 export type OrchestratorLeaseMessage = z.infer<typeof OrchestratorLeaseMessage>
 
@@ -66,6 +84,13 @@ export const AgentLeaseMessage = z.discriminatedUnion('type', [
   z.object({ type: z.literal('revoke'), version: z.literal(1), leaseId: LeaseId, revokeBy: Millis }),
   z.object({ type: z.literal('ended'), version: z.literal(1), leaseId: LeaseId, reason: LeaseEndReason }),
   /** rpc-server died (every session on it is gone) or is back. */
-  z.object({ type: z.literal('rpc-server'), version: z.literal(1), state: z.enum(['lost', 'restored']) })
+  z.object({ type: z.literal('rpc-server'), version: z.literal(1), state: z.enum(['lost', 'restored']) }),
+  /** A period of the lease, measured and signed by the worker, for the orchestrator to countersign. */
+  z.object({
+    type: z.literal('receipt'),
+    version: z.literal(1),
+    receipt: z.string().max(MAX_RECEIPT_BYTES),
+    signature: Signature
+  })
 ])
 export type AgentLeaseMessage = z.infer<typeof AgentLeaseMessage>

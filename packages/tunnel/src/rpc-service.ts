@@ -23,6 +23,8 @@ export interface RpcService {
   readonly open: number
   /** Ends every RPC connection of one peer (its lease is over): rpc-server frees their buffers. */
   closePeer(peer: string): void
+  /** Counters of a peer's connections still open (ended ones go to `onEnd`). */
+  live(peer: string): RpcTraffic[]
   stop(): Promise<void>
 }
 
@@ -32,7 +34,7 @@ export interface RpcService {
  */
 export async function startRpcService(init: RpcServiceInit): Promise<RpcService> {
   const log = init.logger.child({ component: 'rpc-service' })
-  const open = new Map<Stream, string>()
+  const open = new Map<Stream, { peer: string; gate: RpcGate }>()
   const port =
     typeof init.rpcServerPort === 'function' ? init.rpcServerPort : () => init.rpcServerPort as number
 
@@ -43,8 +45,8 @@ export async function startRpcService(init: RpcServiceInit): Promise<RpcService>
       stream.abort(new Error('not authorized'))
       return
     }
-    open.set(stream, peer)
     const gate = new RpcGate()
+    open.set(stream, { peer, gate })
     const socket = connect({ host: '127.0.0.1', port: port(), noDelay: true, allowHalfOpen: true })
     const onActivity = init.onActivity
     const fromStream: Gate =
@@ -71,8 +73,9 @@ export async function startRpcService(init: RpcServiceInit): Promise<RpcService>
       return open.size
     },
     closePeer: (peer) => {
-      for (const [stream, owner] of open) if (owner === peer) stream.abort(new Error('lease over'))
+      for (const [stream, owner] of open) if (owner.peer === peer) stream.abort(new Error('lease over'))
     },
+    live: (peer) => [...open.values()].filter((o) => o.peer === peer).map((o) => o.gate.snapshot()),
     stop: async () => {
       await init.node.unhandle(PROTOCOL.rpc)
       for (const stream of open.keys()) stream.abort(new Error('rpc service stopping'))
