@@ -214,5 +214,50 @@ describe(
         assert.equal(result.code, 0, result.stdout)
       }
     })
+    it('serves a contributor’s API key before an anonymous client when requests queue, and charges it', async () => {
+      const key = (
+        await run(process.execPath, [AGENT, 'credits', 'key', '--pool', POOL, '--identity', agentKey()])
+      ).stdout.trim()
+      const orch = await orchestrator() // one generation slot (--parallel 1)
+      const complete = async (apiKey: string | undefined, tokens: number): Promise<number> => {
+        const res = await fetch(`${orch.url}/v1/completions`, {
+          method: 'POST',
+          headers: {
+            'content-type': 'application/json',
+            ...(apiKey === undefined ? {} : { authorization: `Bearer ${apiKey}` })
+          },
+          body: JSON.stringify({ prompt: 'queue', max_tokens: tokens, temperature: 0, ignore_eos: true })
+        })
+        const text = await res.text()
+        assert.equal(res.status, 200, text)
+        return performance.now()
+      }
+      const bad = await fetch(`${orch.url}/v1/completions`, {
+        method: 'POST',
+        headers: { authorization: 'Bearer fmk_not-a-key' },
+        body: '{}'
+      })
+      assert.equal(bad.status, 401)
+      await bad.body?.cancel()
+
+      const long = complete(undefined, 200) // holds the slot
+      await new Promise((r) => setTimeout(r, 300))
+      const anonymous = complete(undefined, 4) // waits first...
+      await new Promise((r) => setTimeout(r, 200))
+      const contributor = complete(key, 4) // ...but goes first
+      const [, anonymousAt, contributorAt] = await Promise.all([long, anonymous, contributor])
+      assert.ok(contributorAt < anonymousAt, 'the key holder was served before the anonymous client')
+
+      const theirs = await report(ORCH, orchKey())
+      const earned = theirs.receipts
+        .map((r) => JSON.parse(r.text) as { worker: string; credit: number })
+        .filter((r) => r.worker === agent.peerId)
+        .reduce((sum, r) => sum + r.credit, 0)
+      const balance = theirs.balances.find((b) => b.worker === agent.peerId)
+      assert.ok(balance !== undefined)
+      assert.ok(balance.credit < earned - 1e-9, `charged: ${earned} earned, ${balance.credit} left`)
+      const verified = await verify(ORCH, ['--identity', orchKey()])
+      assert.equal(verified.code, 0, verified.stdout)
+    })
   }
 )

@@ -1,7 +1,9 @@
-import { ledgerReport, verifyLedgerFile } from '@frankenstein-mesh/credits'
+import { existsSync } from 'node:fs'
+import { createApiKey, ledgerReport, verifyLedgerFile } from '@frankenstein-mesh/credits'
 import { Command, Option } from 'commander'
 import { createLogger } from '@frankenstein-mesh/llama'
-import { defaultIdentityPath } from '@frankenstein-mesh/mesh'
+import { defaultIdentityPath, loadOrCreateIdentity } from '@frankenstein-mesh/mesh'
+import { PoolName } from '@frankenstein-mesh/protocol'
 import { z } from 'zod'
 import { startAgent } from './agent.ts'
 import { formatStatus, type AgentStatus } from './agent-status.ts'
@@ -149,6 +151,24 @@ export function buildProgram(signal: AbortSignal): Command {
       process.stdout.write(
         `${ledgerReport(opts.ledger ?? `${opts.identity}.ledger.sqlite`, opts.json === true)}\n`
       )
+    })
+  credits
+    .command('key')
+    .description(
+      "print an API key for this worker's identity in a pool: requests with it spend your credit there and go first when the pool is busy"
+    )
+    .requiredOption('--pool <pool>', 'the pool the key is for')
+    .option('--days <n>', 'days the key stays valid', '90')
+    .action(async (opts: { pool: string; days: string }) => {
+      const { identity } = credits.opts<{ identity: string }>()
+      if (!existsSync(identity))
+        throw new AgentError('ERR_USAGE', `no identity at ${identity}: join a pool first, or pass --identity`)
+      const days = z.coerce.number().positive().max(3650).parse(opts.days)
+      const key = await createApiKey((await loadOrCreateIdentity(identity)).privateKey, {
+        pool: PoolName.parse(opts.pool),
+        expires: Date.now() + days * 86_400_000
+      })
+      process.stdout.write(`${key}\n`)
     })
   credits
     .command('verify')

@@ -79,6 +79,11 @@ export function buildProgram(signal: AbortSignal): Command {
     )
     .option('--ledger <file>', 'the credit ledger (default: <identity>.ledger.sqlite)')
     .option(
+      '--anonymous <allow|refuse>',
+      'requests without an API key (`mesh-agent credits key`): served after credit holders, or refused (401)',
+      'allow'
+    )
+    .option(
       '--control <socket>',
       'local control socket for status, workers and model (default: <identity>.sock)'
     )

@@ -23,7 +23,8 @@ export const ServeOptions = z.object({
   poolKey: z.string().min(1).optional(),
   credential: z.string().max(20_000).optional(),
   admission: z.enum(['open', 'invite']).default('invite'),
-  ledger: z.string().min(1).optional()
+  ledger: z.string().min(1).optional(),
+  anonymous: z.enum(['allow', 'refuse']).default('allow')
 })
 
 export type ServeOptions = z.output<typeof ServeOptions>

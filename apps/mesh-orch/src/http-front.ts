@@ -2,6 +2,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { Logger } from 'pino'
 import { OrchError } from './errors.ts'
 import type { Orchestrator } from './orchestrator.ts'
+import type { Caller, Spending } from './spending.ts'
 import {
   StreamTracker,
   resumable,
@@ -20,6 +21,8 @@ export interface HttpFrontInit {
   readonly maxBodyBytes?: number | undefined
   /** Attempts for a request whose llama-server died before answering. */
   readonly attempts?: number | undefined
+  /** API keys, priority by credit, charging by tokens. Without it every request is anonymous and unordered. */
+  readonly spending?: Spending | undefined
 }
 
 export interface HttpFront {
@@ -84,8 +87,44 @@ async function handle(req: IncomingMessage, res: ServerResponse, init: HttpFront
     json(res, 413, { error: { message: 'request body too large', type: 'invalid_request_error' } })
     return
   }
+  let caller: Caller = { identity: undefined }
+  try {
+    if (init.spending !== undefined) caller = await init.spending.identify(req)
+  } catch (err) {
+    json(res, 401, { error: { message: (err as Error).message, type: 'authentication_error' } })
+    return
+  }
   const abort = new AbortController()
   res.once('close', () => abort.abort())
+  // Generations wait for a slot here, credit holders first; the rest pass straight through.
+  let release = () => {}
+  if (init.spending !== undefined && req.method === 'POST') {
+    try {
+      release = await init.spending.acquire(caller, init.queueTimeoutMs, abort.signal)
+    } catch (err) {
+      res.setHeader('retry-after', String(Math.ceil(init.queueTimeoutMs / 1000)))
+      json(res, 503, { error: { message: (err as Error).message, type: 'unavailable' } })
+      return
+    }
+  }
+  try {
+    const tokens = await serve(req, res, body, init, abort)
+    await init.spending?.charge(caller, tokens).catch((err: unknown) => {
+      init.logger.warn({ err: (err as Error).message }, 'could not record a charge')
+    })
+  } finally {
+    release()
+  }
+}
+
+/** Sends the request to the serving llama-server (retrying on the next plan); returns the tokens it processed. */
+async function serve(
+  req: IncomingMessage,
+  res: ServerResponse,
+  body: Buffer,
+  init: HttpFrontInit,
+  abort: AbortController
+): Promise<number> {
   const resume = req.method === 'POST' ? resumable(req.url ?? '', body) : undefined
   const upstreamPayload = resume === undefined ? body : Buffer.from(upstreamBody(resume))
   for (let attempt = 1; ; attempt++) {
@@ -95,7 +134,7 @@ async function handle(req: IncomingMessage, res: ServerResponse, init: HttpFront
     } catch (err) {
       res.setHeader('retry-after', String(Math.ceil(init.queueTimeoutMs / 1000)))
       json(res, 503, { error: { message: (err as Error).message, type: 'unavailable' } })
-      return
+      return 0
     }
     try {
       const upstream = await fetch(`${admission.url}${req.url ?? '/'}`, {
@@ -104,9 +143,9 @@ async function handle(req: IncomingMessage, res: ServerResponse, init: HttpFront
         body: upstreamPayload.length > 0 ? upstreamPayload : null,
         signal: abort.signal
       })
-      if (resume !== undefined && upstream.ok) await relayResumable(upstream, res, resume, init, abort.signal)
-      else await relay(upstream, res)
-      return
+      if (resume !== undefined && upstream.ok)
+        return await relayResumable(upstream, res, resume, init, abort.signal)
+      return await relay(upstream, res)
     } catch (err) {
       // llama-server went away before answering: the request is whole, so it can go to the next plan.
       if (res.headersSent || abort.signal.aborted || attempt >= (init.attempts ?? 3)) throw err
@@ -116,7 +155,14 @@ async function handle(req: IncomingMessage, res: ServerResponse, init: HttpFront
   }
 }
 
-async function relay(upstream: Response, res: ServerResponse): Promise<void> {
+/** Largest JSON response kept aside to read its token usage from. */
+const MAX_USAGE_BODY = 4 * 1024 * 1024
+
+/** Relays a response as it comes; returns the tokens a JSON answer says it processed (0 if none). */
+async function relay(upstream: Response, res: ServerResponse): Promise<number> {
+  const isJson = (upstream.headers.get('content-type') ?? '').includes('application/json')
+  const kept: Buffer[] = []
+  let keptBytes = 0
   const headers: Record<string, string> = {}
   upstream.headers.forEach((value, key) => {
     if (!HOP_BY_HOP.has(key)) headers[key] = value
@@ -124,12 +170,34 @@ async function relay(upstream: Response, res: ServerResponse): Promise<void> {
   res.writeHead(upstream.status, headers)
   if (upstream.body === null) {
     res.end()
-    return
+    return 0
   }
-  for await (const chunk of upstream.body) {
+  for await (const chunk of upstream.body as AsyncIterable<Uint8Array>) {
+    if (isJson && keptBytes + chunk.byteLength <= MAX_USAGE_BODY) {
+      kept.push(Buffer.from(chunk))
+      keptBytes += chunk.byteLength
+    }
     if (!res.write(chunk)) await new Promise((resolve) => res.once('drain', resolve))
   }
   res.end()
+  return isJson ? tokensOf(Buffer.concat(kept)) : 0
+}
+
+/** Tokens processed, as an OpenAI (`usage`) or llama.cpp (`tokens_evaluated`, `tokens_predicted`) answer says. */
+export function tokensOf(body: Buffer): number {
+  try {
+    const answer = JSON.parse(body.toString('utf8')) as {
+      usage?: { total_tokens?: unknown }
+      tokens_evaluated?: unknown
+      tokens_predicted?: unknown
+    }
+    const count = (v: unknown) => (typeof v === 'number' && Number.isFinite(v) && v >= 0 ? Math.floor(v) : 0)
+    return (
+      count(answer.usage?.total_tokens) || count(answer.tokens_evaluated) + count(answer.tokens_predicted)
+    )
+  } catch {
+    return 0
+  }
 }
 
 /**
@@ -142,7 +210,7 @@ async function relayResumable(
   request: ResumableRequest,
   init: HttpFrontInit,
   signal: AbortSignal
-): Promise<void> {
+): Promise<number> {
   const headers: Record<string, string> = {}
   upstream.headers.forEach((value, key) => {
     if (!HOP_BY_HOP.has(key)) headers[key] = value
@@ -172,6 +240,8 @@ async function relayResumable(
     }
   }
   res.end()
+  // A stream is charged the tokens it generated (its prompt is not reported on the way).
+  return tracker.tokens.length
 }
 
 function forwardHeaders(req: IncomingMessage): Record<string, string> {

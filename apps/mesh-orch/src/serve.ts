@@ -8,6 +8,7 @@ import {
 import { Ledger } from '@frankenstein-mesh/credits'
 import type { Logger } from 'pino'
 import { OrchestratorCredits } from './credits.ts'
+import { Spending } from './spending.ts'
 import type { ServeOptions } from './config.ts'
 import { startHttpFront } from './http-front.ts'
 import { Orchestrator, describePlan } from './orchestrator.ts'
@@ -77,11 +78,20 @@ export async function startServing(options: ServeOptions, logger: Logger): Promi
     credential: options.credential,
     admission: options.admission
   })
+  const ledger = Ledger.open(options.ledger ?? `${options.identity}.ledger.sqlite`)
   const credits = new OrchestratorCredits({
     key: identity.privateKey,
     self: identity.peerId,
     pool: options.pool,
-    ledger: Ledger.open(options.ledger ?? `${options.identity}.ledger.sqlite`),
+    ledger,
+    logger
+  })
+  const spending = new Spending({
+    pool: options.pool,
+    key: identity.privateKey,
+    ledger,
+    anonymous: options.anonymous === 'allow',
+    slots: options.parallel,
     logger
   })
   const orchestrator = new Orchestrator({
@@ -108,7 +118,8 @@ export async function startServing(options: ServeOptions, logger: Logger): Promi
     host: options.host,
     port: options.port,
     logger,
-    queueTimeoutMs: options.queueTimeout * 1000
+    queueTimeoutMs: options.queueTimeout * 1000,
+    spending
   })
   return {
     authority,

@@ -19,3 +19,5 @@ export {
 } from './receipt.ts'
 export { Ledger, type Balance, type VerifyResult } from './ledger.ts'
 export { ledgerReport, verifyLedgerFile } from './report.ts'
+export { createApiKey, readApiKey } from './api-key.ts'
+export { TOKENS_PER_CREDIT, createSpend, spendFor, verifySpend, type SignedSpend } from './spend.ts'

@@ -4,6 +4,7 @@ import { dirname } from 'node:path'
 import { DatabaseSync } from 'node:sqlite'
 import { CreditsError } from './errors.ts'
 import { verifyReceipt, type SignedReceipt } from './receipt.ts'
+import { verifySpend, type SignedSpend } from './spend.ts'
 
 export interface Balance {
   readonly worker: string
@@ -93,6 +94,37 @@ export class Ledger {
   /** Verifies and records a receipt; recording the same receipt again changes nothing. */
   async append(signed: SignedReceipt): Promise<{ seq: number; duplicate: boolean }> {
     const receipt = await verifyReceipt(signed)
+    return this.insert('receipt', signed, {
+      pool: receipt.pool,
+      worker: receipt.worker,
+      credit: receipt.credit
+    })
+  }
+
+  /** Verifies and records a charge against an identity's balance (a negative entry). */
+  async appendSpend(signed: SignedSpend): Promise<{ seq: number; duplicate: boolean }> {
+    const spend = await verifySpend(signed)
+    const entry: SignedReceipt = {
+      text: signed.text,
+      workerSignature: '',
+      orchestratorSignature: signed.signature
+    }
+    return this.insert('spend', entry, { pool: spend.pool, worker: spend.identity, credit: -spend.credit })
+  }
+
+  /** An identity's credit in a pool: earned minus spent. */
+  balanceOf(identity: string, pool: string): number {
+    const row = this.db
+      .prepare('SELECT COALESCE(SUM(credit), 0) AS credit FROM entries WHERE worker = ? AND pool = ?')
+      .get(identity, pool) as { credit: number }
+    return row.credit
+  }
+
+  private insert(
+    kind: 'receipt' | 'spend',
+    signed: SignedReceipt,
+    columns: { pool: string; worker: string; credit: number }
+  ): { seq: number; duplicate: boolean } {
     const bodyHash = sha256(signed.text)
     this.db.exec('BEGIN IMMEDIATE')
     try {
@@ -108,18 +140,19 @@ export class Ledger {
       const result = this.db
         .prepare(
           `INSERT INTO entries (kind, body, worker_signature, orchestrator_signature, prev_hash, hash, body_hash, pool, worker, credit, recorded_at)
-           VALUES ('receipt', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
         )
         .run(
+          kind,
           signed.text,
           signed.workerSignature,
           signed.orchestratorSignature,
           prev,
-          entryHash(prev, 'receipt', signed),
+          entryHash(prev, kind, signed),
           bodyHash,
-          receipt.pool,
-          receipt.worker,
-          receipt.credit,
+          columns.pool,
+          columns.worker,
+          columns.credit,
           Date.now()
         )
       this.db.exec('COMMIT')
@@ -133,7 +166,7 @@ export class Ledger {
   balances(): Balance[] {
     return this.db
       .prepare(
-        'SELECT worker, pool, SUM(credit) AS credit, COUNT(*) AS receipts FROM entries GROUP BY worker, pool ORDER BY worker, pool'
+        "SELECT worker, pool, SUM(credit) AS credit, SUM(kind = 'receipt') AS receipts FROM entries GROUP BY worker, pool ORDER BY worker, pool"
       )
       .all() as unknown as Balance[]
   }
@@ -142,7 +175,9 @@ export class Ledger {
   receipts(): SignedReceipt[] {
     return (
       this.db
-        .prepare('SELECT body, worker_signature, orchestrator_signature FROM entries ORDER BY seq')
+        .prepare(
+          "SELECT body, worker_signature, orchestrator_signature FROM entries WHERE kind = 'receipt' ORDER BY seq"
+        )
         .all() as Array<{ body: string; worker_signature: string; orchestrator_signature: string }>
     ).map((r) => ({
       text: r.body,
@@ -169,12 +204,19 @@ export class Ledger {
         workerSignature: row.worker_signature,
         orchestratorSignature: row.orchestrator_signature
       }
-      if (row.kind !== 'receipt') return bad(`unknown kind ${row.kind}`)
+      if (row.kind !== 'receipt' && row.kind !== 'spend') return bad(`unknown kind ${row.kind}`)
       if (entryHash(prev, row.kind, signed) !== row.hash) return bad('its hash does not match its contents')
       try {
-        const receipt = await verifyReceipt(signed)
-        if (receipt.pool !== row.pool || receipt.worker !== row.worker || receipt.credit !== row.credit)
-          return bad('its pool, worker or credit columns differ from the signed receipt')
+        const columns =
+          row.kind === 'receipt'
+            ? await verifyReceipt(signed).then((r) => ({ pool: r.pool, worker: r.worker, credit: r.credit }))
+            : await verifySpend({ text: row.body, signature: row.orchestrator_signature }).then((s) => ({
+                pool: s.pool,
+                worker: s.identity,
+                credit: -s.credit
+              }))
+        if (columns.pool !== row.pool || columns.worker !== row.worker || columns.credit !== row.credit)
+          return bad('its pool, worker or credit columns differ from the signed entry')
       } catch (err) {
         return bad((err as Error).message)
       }

@@ -6,7 +6,19 @@ import { join } from 'node:path'
 import { createInterface } from 'node:readline'
 import { DatabaseSync } from 'node:sqlite'
 import { after, before, describe, it } from 'node:test'
-import { CreditsError, Ledger, creditFor, disputeOf, readReceipt, signReceipt } from '../src/index.ts'
+import { peerIdFromPrivateKey } from '@libp2p/peer-id'
+import {
+  CreditsError,
+  Ledger,
+  createApiKey,
+  createSpend,
+  creditFor,
+  disputeOf,
+  readApiKey,
+  readReceipt,
+  signReceipt,
+  spendFor
+} from '../src/index.ts'
 import { figures, parties, signedReceipt, type Parties } from './fixtures/receipts.ts'
 
 let dir: string
@@ -138,6 +150,45 @@ describe('the ledger', () => {
       const result = await ledger.verify()
       assert.equal(result.ok, true, JSON.stringify(result))
       assert.ok(result.entries >= acknowledged, `${result.entries} entries, ${acknowledged} acknowledged`)
+    } finally {
+      ledger.close()
+    }
+  })
+})
+
+describe('spending', () => {
+  it('makes API keys that speak for their identity until they expire, and refuses altered ones', async () => {
+    const key = await createApiKey(p.worker, { pool: 'alpha', expires: Date.now() + 60_000 })
+    const read = await readApiKey(key)
+    assert.equal(read.identity, peerIdFromPrivateKey(p.worker).toString())
+    assert.equal(read.pool, 'alpha')
+    await assert.rejects(readApiKey(key, Date.now() + 120_000), {
+      code: 'ERR_BAD_API_KEY',
+      message: /expired/
+    })
+    const body = JSON.parse(Buffer.from(key.slice(4), 'base64url').toString()) as { p: string; s: string }
+    const altered = `fmk_${Buffer.from(JSON.stringify({ ...body, p: body.p.replace('alpha', 'gamma') })).toString('base64url')}`
+    await assert.rejects(readApiKey(altered), { code: 'ERR_BAD_API_KEY', message: /signature/ })
+    await assert.rejects(readApiKey('sk-123'), { code: 'ERR_BAD_API_KEY' })
+  })
+
+  it('charges spends against the balance, in the chain, and refuses a forged one', async () => {
+    const ledger = Ledger.open(join(dir, 'e.sqlite'))
+    try {
+      const worker = peerIdFromPrivateKey(p.worker).toString()
+      await ledger.append(await signedReceipt(p, 0))
+      const earned = ledger.balanceOf(worker, 'alpha')
+      await ledger.appendSpend(
+        await createSpend(p.orchestrator, { pool: 'alpha', identity: worker, tokens: 2_000 })
+      )
+      assert.ok(Math.abs(ledger.balanceOf(worker, 'alpha') - (earned - spendFor(2_000))) < 1e-9)
+      const forged = await createSpend(p.worker, { pool: 'alpha', identity: worker, tokens: 1 })
+      await assert.rejects(
+        ledger.appendSpend({ ...forged, signature: await signReceipt(p.orchestrator, 'something else') }),
+        { code: 'ERR_BAD_RECEIPT' }
+      )
+      assert.deepEqual(await ledger.verify(), { ok: true, entries: 2 })
+      assert.equal(ledger.balances()[0]?.receipts, 1)
     } finally {
       ledger.close()
     }

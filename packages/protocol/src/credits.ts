@@ -50,3 +50,29 @@ export type Receipt = z.infer<typeof Receipt>
 
 /** A receipt travels and is stored as the exact JSON text both sides signed. */
 export const MAX_RECEIPT_BYTES = 4096
+
+/** Credit spent on the pool's API: tokens processed for an identity's requests, signed by the orchestrator. */
+export const Spend = z.object({
+  v: z.literal(1),
+  type: z.literal('spend'),
+  pool: PoolName,
+  identity: PeerIdString,
+  orchestrator: PeerIdString,
+  tokens: z.number().int().nonnegative().max(1e12),
+  credit: Amount,
+  at: Millis,
+  /** Unique per request, so two equal charges are two entries. */
+  id: z.string().min(1).max(64)
+})
+export type Spend = z.infer<typeof Spend>
+
+/** What an API key says: this identity's requests to this pool, until `expires`. Signed by the identity. */
+export const ApiKeyPayload = z.object({
+  v: z.literal(1),
+  type: z.literal('api-key'),
+  identity: PeerIdString,
+  pool: PoolName,
+  expires: Millis
+})
+export type ApiKeyPayload = z.infer<typeof ApiKeyPayload>
+export const MAX_API_KEY_BYTES = 1024

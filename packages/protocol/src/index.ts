@@ -21,4 +21,4 @@ export {
   PoolUpdate,
   PoolUpdateAck
 } from './pool-auth.ts'
-export { Figures, Receipt, MAX_RECEIPT_BYTES } from './credits.ts'
+export { Figures, Receipt, MAX_RECEIPT_BYTES, Spend, ApiKeyPayload, MAX_API_KEY_BYTES } from './credits.ts'
