@@ -8,7 +8,9 @@ import { promisify } from 'node:util'
 import { TINY_MODEL, type LlamaBinaries } from '@frankenstein-mesh/llama'
 import {
   spawnAgent,
+  loopbackServeArgs,
   spawnOrchestrator,
+  waitHealthy,
   type AgentProcess,
   type OrchestratorProcess
 } from './fixtures/agent-process.ts'
@@ -27,17 +29,6 @@ interface SignedReceipt {
 interface Report {
   balances: Array<{ worker: string; pool: string; credit: number; receipts: number }>
   receipts: SignedReceipt[]
-}
-
-async function waitHealthy(url: string, timeoutMs = 90_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (Date.now() < deadline) {
-    const res = await fetch(`${url}/health`).catch(() => undefined)
-    await res?.body?.cancel()
-    if (res?.status === 200) return
-    await new Promise((r) => setTimeout(r, 200))
-  }
-  throw new Error(`${url} did not become healthy`)
 }
 
 describe(
@@ -72,24 +63,7 @@ describe(
     }
     const orchestrator = async (): Promise<OrchestratorProcess> => {
       const orch = await spawnOrchestrator(
-        [
-          '--pool',
-          POOL,
-          '--identity',
-          orchKey(),
-          '--listen',
-          '/ip4/127.0.0.1/tcp/0',
-          '--port',
-          '0',
-          '--llama-server-bin',
-          bins.llamaServer,
-          '--model',
-          model,
-          '--ctx-size',
-          '1024',
-          '--parallel',
-          '1'
-        ],
+        loopbackServeArgs({ pool: POOL, identity: orchKey(), llamaServer: bins.llamaServer, model }),
         { admission: 'invite' }
       )
       processes.push(orch)

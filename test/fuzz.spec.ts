@@ -25,6 +25,7 @@ import {
 import { startRpcTunnel } from '@frankenstein-mesh/tunnel'
 import {
   spawnAgent,
+  loopbackServeArgs,
   spawnOrchestrator,
   type AgentProcess,
   type OrchestratorProcess
@@ -316,22 +317,13 @@ describe('fuzz: hostile input through the agent and the orchestrator', { timeout
     ).stdout.trim()
     const orch = await spawnOrchestrator(
       [
-        '--pool',
-        POOL,
-        '--identity',
-        identity(),
-        '--listen',
-        '/ip4/127.0.0.1/tcp/0',
-        '--port',
-        '0',
-        '--llama-server-bin',
-        bins.llamaServer,
-        '--model',
-        model,
-        '--ctx-size',
-        '512',
-        '--parallel',
-        '1',
+        ...loopbackServeArgs({
+          pool: POOL,
+          identity: identity(),
+          llamaServer: bins.llamaServer,
+          model,
+          ctxSize: 512
+        }),
         '--queue-timeout',
         '5'
       ],

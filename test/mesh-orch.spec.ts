@@ -8,6 +8,7 @@ import { TINY_MODEL, silentLogger, startLlamaServer, type LlamaBinaries } from '
 import {
   spawnAgent,
   spawnOrchestrator,
+  waitHealthy,
   type AgentProcess,
   type OrchestratorProcess
 } from './fixtures/agent-process.ts'
@@ -15,17 +16,6 @@ import { PROMPTS, createScratch, greedyCompletion, testBinaries, type Scratch } 
 
 const run = promisify(execFile)
 const ORCH = join(import.meta.dirname, '..', 'apps', 'mesh-orch', 'src', 'bin.ts')
-
-async function waitHealthy(url: string, timeoutMs = 90_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (Date.now() < deadline) {
-    const res = await fetch(`${url}/health`).catch(() => undefined)
-    if (res?.status === 200) return
-    await res?.body?.cancel()
-    await new Promise((r) => setTimeout(r, 200))
-  }
-  throw new Error(`${url} did not become healthy`)
-}
 
 interface Fixture {
   bins: LlamaBinaries

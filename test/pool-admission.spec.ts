@@ -26,6 +26,7 @@ import {
 import { startRpcTunnel } from '@frankenstein-mesh/tunnel'
 import {
   spawnAgent,
+  loopbackServeArgs,
   spawnOrchestrator,
   type AgentProcess,
   type OrchestratorProcess
@@ -313,24 +314,7 @@ describe('pool admission at the orchestrator: only invited workers are used', { 
     const uninvited = await agentWith('uninvited', 'adm', true)
     const foreign = await agentWith('foreign', await invite(await ephemeralPrivateKey(), 'adm'))
     const orch = await spawnOrchestrator(
-      [
-        '--pool',
-        'adm',
-        '--identity',
-        identity,
-        '--listen',
-        '/ip4/127.0.0.1/tcp/0',
-        '--port',
-        '0',
-        '--llama-server-bin',
-        bins.llamaServer,
-        '--model',
-        model,
-        '--ctx-size',
-        '1024',
-        '--parallel',
-        '1'
-      ],
+      loopbackServeArgs({ pool: 'adm', identity, llamaServer: bins.llamaServer, model }),
       { admission: 'invite' }
     )
     processes.push(orch)
