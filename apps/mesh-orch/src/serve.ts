@@ -127,27 +127,37 @@ export async function startServing(options: ServeOptions, logger: Logger): Promi
     peerId: identity.peerId,
     orchestrator,
     addresses: () => node.getMultiaddrs().map((a) => a.toString()),
-    status: () => ({
-      peerId: identity.peerId,
-      url: front.url,
-      pool: options.pool,
-      owner: authority.owner,
-      model: orchestrator.modelPath,
-      state: orchestrator.state,
-      lastPlanError: orchestrator.lastPlanError ?? null,
-      plan: orchestrator.plan === undefined ? [] : describePlan(orchestrator.plan),
-      requestsInFlight: orchestrator.requestsInFlight,
-      lastFailover: orchestrator.lastFailover ?? null,
-      credits: { recorded: credits.recorded, disputes: credits.disputes },
-      workers: orchestrator.directory.list().map((w) => ({
-        peer: w.peer.toString(),
-        offeredBytes: w.advert.memory.offered,
-        freeBytes: w.advert.memory.free,
-        rttMs: w.rttMs ?? null,
-        lease: w.advert.lease.state === 'leased' ? `leased by ${w.advert.lease.pool ?? '?'}` : 'idle',
-        lastSeen: w.lastSeen
-      }))
-    }),
+    status: () => {
+      const planned = new Set(
+        orchestrator.state === 'serving' ? (orchestrator.plan?.workers.map((w) => w.id) ?? []) : []
+      )
+      return {
+        peerId: identity.peerId,
+        url: front.url,
+        pool: options.pool,
+        owner: authority.owner,
+        model: orchestrator.modelPath,
+        state: orchestrator.state,
+        lastPlanError: orchestrator.lastPlanError ?? null,
+        plan: orchestrator.plan === undefined ? [] : describePlan(orchestrator.plan),
+        requestsInFlight: orchestrator.requestsInFlight,
+        lastFailover: orchestrator.lastFailover ?? null,
+        credits: { recorded: credits.recorded, disputes: credits.disputes },
+        workers: orchestrator.directory.list().map((w) => ({
+          peer: w.peer.toString(),
+          offeredBytes: w.advert.memory.offered,
+          freeBytes: w.advert.memory.free,
+          rttMs: w.rttMs ?? null,
+          // Our own plan's workers are ours now, whatever their last advert (refreshed every few seconds) said.
+          lease: planned.has(w.peer.toString())
+            ? `leased by ${options.pool}`
+            : w.advert.lease.state === 'leased'
+              ? `leased by ${w.advert.lease.pool ?? '?'}`
+              : 'idle',
+          lastSeen: w.lastSeen
+        }))
+      }
+    },
     stop: async () => {
       await front.close()
       await orchestrator.stop()
