@@ -16,6 +16,7 @@ import { PROMPTS, createScratch, greedyCompletion, testBinaries, type Scratch } 
 
 const run = promisify(execFile)
 const ORCH = join(import.meta.dirname, '..', 'apps', 'mesh-orch', 'src', 'bin.ts')
+const AGENT = join(import.meta.dirname, '..', 'apps', 'mesh-agent', 'src', 'bin.ts')
 
 interface Fixture {
   bins: LlamaBinaries
@@ -110,6 +111,33 @@ describe('mesh-orch serve: a pool through the real CLIs', { timeout: 240_000 }, 
     assert.equal(status.state, 'serving')
     assert.equal(status.plan.length, 2, `plan: ${status.plan.join('; ')}`)
     assert.equal(status.workers.length, 2)
+  })
+
+  it('exports Prometheus metrics: the orchestrator on its HTTP port, each agent on its control socket', async () => {
+    const res = await fetch(`${orch.url}/metrics`)
+    assert.equal(res.status, 200)
+    assert.match(res.headers.get('content-type') ?? '', /^text\/plain/)
+    const text = await res.text()
+    assert.match(text, /^fm_orch_state\{state="serving"\} 1$/m)
+    assert.match(text, /^fm_orch_plan_workers 2$/m)
+    const loaded = [...text.matchAll(/^fm_orch_tunnel_loaded_bytes\{peer="[^"]+"\} (\d+)$/gm)].map((m) =>
+      Number(m[1])
+    )
+    assert.equal(loaded.length, 2)
+    assert.ok(
+      loaded.every((bytes) => bytes > 0),
+      `loaded: ${loaded.join(', ')}`
+    )
+
+    const { stdout } = await run(process.execPath, [
+      AGENT,
+      'metrics',
+      '--identity',
+      join(f.scratch.dir, 'w1.key')
+    ])
+    assert.match(stdout, /^fm_agent_rpc_server_up 1$/m)
+    assert.match(stdout, /^fm_agent_lease_held\{pool="serve"\} 1$/m)
+    assert.match(stdout, /^fm_agent_upload_bytes\{pool="serve"\} [1-9]\d*$/m)
   })
 
   it('answers the official openai client, streaming and not', async () => {

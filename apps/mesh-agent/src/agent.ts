@@ -167,6 +167,13 @@ export async function startAgent(options: JoinOptions, logger: Logger): Promise<
     refreshMs: options.rendezvousRefresh * 1000,
     onPeer: (peer) => dial(peer)
   })
+  // A pool's traffic: its ended connections, and the holder's open ones as of now.
+  const withLive = (pool: string): PoolTraffic => {
+    const ended = traffic.get(pool) ?? NO_TRAFFIC
+    const holder = leases.holder
+    if (holder?.pool !== pool) return ended
+    return service.live(holder.peer).reduce(addTraffic, ended)
+  }
   const status = (): AgentStatus => {
     const usage = scheduler.usage()
     const holder = leases.holder
@@ -176,7 +183,7 @@ export async function startAgent(options: JoinOptions, logger: Logger): Promise<
       pools: memberships.map((p) => ({
         ...p,
         usageMs: usage[p.name] ?? 0,
-        traffic: traffic.get(p.name) ?? NO_TRAFFIC
+        traffic: withLive(p.name)
       })),
       lease: {
         holder:

@@ -7,9 +7,10 @@ import { PoolName } from '@frankenstein-mesh/protocol'
 import { z } from 'zod'
 import { startAgent } from './agent.ts'
 import { formatStatus, type AgentStatus } from './agent-status.ts'
-import { callControl, startControlServer } from '@frankenstein-mesh/control'
+import { TextResponse, callControl, startControlServer } from '@frankenstein-mesh/control'
 import { JoinOptions } from './config.ts'
 import { AgentError } from './errors.ts'
+import { agentMetrics } from './metrics.ts'
 
 const collect = (value: string, previous: string[] = []): string[] => [...previous, value]
 
@@ -107,9 +108,11 @@ export function buildProgram(signal: AbortSignal): Command {
         pools: agent.status().pools.map((p) => p.name),
         rpcPort: agent.rpcPort
       }
+      const metrics = agentMetrics(() => agent.status())
       const leave = new AbortController()
       const control = await startControlServer(controlPath(raw['control'], parsed.data.identity), {
         'GET /status': () => agent.status(),
+        'GET /metrics': async () => new TextResponse(await metrics.metrics(), metrics.contentType),
         'POST /leave': () => {
           leave.abort()
           return { leaving: true }
@@ -180,6 +183,17 @@ export function buildProgram(signal: AbortSignal): Command {
       const result = await verifyLedgerFile(opts.ledger ?? `${opts.identity}.ledger.sqlite`)
       process.stdout.write(`${result.text}\n`)
       if (!result.ok) process.exitCode = 1
+    })
+
+  program
+    .command('metrics')
+    .description("print the running agent's Prometheus metrics (served on its control socket at /metrics)")
+    .option('--identity <file>', 'identity of the agent to ask', defaultIdentityPath('agent'))
+    .option('--control <socket>', 'its control socket (default: <identity>.sock)')
+    .action(async (opts: { identity: string; control?: string }) => {
+      process.stdout.write(
+        String(await callControl(controlPath(opts.control, opts.identity), 'GET', '/metrics'))
+      )
     })
 
   program

@@ -23,6 +23,8 @@ export interface HttpFrontInit {
   readonly attempts?: number | undefined
   /** API keys, priority by credit, charging by tokens. Without it every request is anonymous and unordered. */
   readonly spending?: Spending | undefined
+  /** Prometheus text for GET /metrics. */
+  readonly metrics?: (() => Promise<{ text: string; contentType: string }>) | undefined
 }
 
 export interface HttpFront {
@@ -80,6 +82,11 @@ async function handle(req: IncomingMessage, res: ServerResponse, init: HttpFront
       status: state === 'serving' ? 'ok' : state,
       plan: init.orchestrator.plan?.workers.map((w) => w.id) ?? []
     })
+    return
+  }
+  if (req.url === '/metrics' && req.method === 'GET' && init.metrics !== undefined) {
+    const { text, contentType } = await init.metrics()
+    res.writeHead(200, { 'content-type': contentType }).end(text)
     return
   }
   const body = await readBody(req, init.maxBodyBytes ?? 8 * 1024 * 1024)

@@ -139,6 +139,11 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
    * Waits until llama-server serves (at most `timeoutMs`) and returns its URL and a `done` to call
    * when the request is over. Throws ERR_UNAVAILABLE past the bound.
    */
+  /** The tunnels of the serving plan, one per worker (empty while none serves). */
+  get tunnels(): Deployment['tunnels'] {
+    return this.deployment?.tunnels ?? []
+  }
+
   async admit(timeoutMs: number, signal?: AbortSignal): Promise<{ url: string; done: () => void }> {
     const deadline = Date.now() + timeoutMs
     while (this.stateValue !== 'serving' || this.deployment === undefined) {

@@ -9,6 +9,7 @@ import { Ledger } from '@frankenstein-mesh/credits'
 import type { Logger } from 'pino'
 import { OrchestratorCredits } from './credits.ts'
 import { Spending } from './spending.ts'
+import { orchestratorMetrics } from './metrics.ts'
 import type { ServeOptions } from './config.ts'
 import { startHttpFront } from './http-front.ts'
 import { Orchestrator, describePlan } from './orchestrator.ts'
@@ -113,15 +114,22 @@ export async function startServing(options: ServeOptions, logger: Logger): Promi
   orchestrator.on('plan', (plan) => logger.info({ plan: describePlan(plan) }, 'plan'))
   orchestrator.directory.on('added', (entry) => void authority.pushTo(entry.peer))
   await orchestrator.start()
+  // Read at each scrape; `status` is defined below with the returned object, hence the indirection.
+  const registry = orchestratorMetrics({
+    status: () => serving.status(),
+    queued: () => spending.queued,
+    tunnels: () => orchestrator.tunnels
+  })
   const front = await startHttpFront({
     orchestrator,
     host: options.host,
     port: options.port,
     logger,
     queueTimeoutMs: options.queueTimeout * 1000,
-    spending
+    spending,
+    metrics: async () => ({ text: await registry.metrics(), contentType: registry.contentType })
   })
-  return {
+  const serving: Serving = {
     authority,
     url: front.url,
     peerId: identity.peerId,
@@ -166,4 +174,5 @@ export async function startServing(options: ServeOptions, logger: Logger): Promi
       credits.ledger.close()
     }
   }
+  return serving
 }

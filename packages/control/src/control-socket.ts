@@ -12,7 +12,18 @@ export class ControlError extends Error {
   }
 }
 
-/** `'GET /status'` → handler; a handler gets the parsed JSON body (POST) and returns JSON. */
+/** A control answer sent as it is, not as JSON (e.g. Prometheus metrics). */
+export class TextResponse {
+  readonly text: string
+  readonly contentType: string
+
+  constructor(text: string, contentType = 'text/plain; charset=utf-8') {
+    this.text = text
+    this.contentType = contentType
+  }
+}
+
+/** `'GET /status'` → handler; a handler gets the parsed JSON body (POST) and returns JSON (or a TextResponse). */
 export type ControlRoutes = Record<string, (body: unknown) => unknown>
 
 export interface ControlServer {
@@ -36,8 +47,12 @@ export async function startControlServer(path: string, routes: ControlRoutes): P
       return
     }
     readJson(req)
-      .then(async (body) => JSON.stringify((await route(body)) ?? null))
-      .then((text) => res.writeHead(200, { 'content-type': 'application/json' }).end(text))
+      .then(async (body) => {
+        const answer = await route(body)
+        if (answer instanceof TextResponse)
+          res.writeHead(200, { 'content-type': answer.contentType }).end(answer.text)
+        else res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(answer ?? null))
+      })
       .catch((err: unknown) => {
         const code = (err as { code?: unknown }).code
         res
@@ -109,6 +124,10 @@ export async function callControl(
         const chunks: Buffer[] = []
         res.on('data', (c: Buffer) => chunks.push(c))
         res.on('end', () => {
+          if (res.statusCode === 200 && res.headers['content-type']?.startsWith('text/plain') === true) {
+            resolve(Buffer.concat(chunks).toString('utf8'))
+            return
+          }
           try {
             const parsed = JSON.parse(Buffer.concat(chunks).toString('utf8')) as {
               error?: string

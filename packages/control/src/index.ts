@@ -2,6 +2,7 @@ export {
   startControlServer,
   callControl,
   ControlError,
+  TextResponse,
   type ControlRoutes,
   type ControlServer
 } from './control-socket.ts'

@@ -1,0 +1,63 @@
+import { Gauge, Registry } from 'prom-client'
+import type { AgentStatus } from './agent-status.ts'
+
+/**
+ * The agent's Prometheus metrics, read from its status at each scrape (served on its local
+ * control socket: `mesh-agent metrics`, or `curl --unix-socket <identity>.sock localhost/metrics`).
+ */
+export function agentMetrics(status: () => AgentStatus): Registry {
+  const registry = new Registry()
+  const gauge = (name: string, help: string, labelNames: string[], read: (g: Gauge) => void) =>
+    new Gauge({
+      name,
+      help,
+      labelNames,
+      registers: [registry],
+      collect() {
+        this.reset()
+        read(this)
+      }
+    })
+  gauge('fm_agent_rpc_server_up', 'rpc-server answers (1) or is being restarted (0)', [], (g) =>
+    g.set(status().rpcServer.state === 'restarting' ? 0 : 1)
+  )
+  gauge('fm_agent_rpc_server_restarts', 'rpc-server restarts since the agent started', [], (g) =>
+    g.set(status().rpcServer.restarts)
+  )
+  gauge('fm_agent_rpc_server_resident_bytes', "rpc-server's resident memory", [], (g) => {
+    const rss = status().rpcServer.rssBytes
+    if (rss !== undefined) g.set(rss)
+  })
+  gauge('fm_agent_rpc_connections', 'RPC connections open through the agent', [], (g) =>
+    g.set(status().rpcConnections)
+  )
+  gauge('fm_agent_lease_held', 'the pool holding the worker (1), by pool', ['pool'], (g) => {
+    const holder = status().lease.holder
+    if (holder !== null) g.set({ pool: holder.pool }, 1)
+  })
+  gauge('fm_agent_pools_waiting', 'lease requests waiting in line', [], (g) =>
+    g.set(status().lease.waiting.length)
+  )
+  const traffic = (
+    name: string,
+    help: string,
+    pick: (t: AgentStatus['pools'][number]['traffic']) => number
+  ) =>
+    gauge(name, help, ['pool'], (g) => {
+      for (const pool of status().pools) g.set({ pool: pool.name }, pick(pool.traffic))
+    })
+  traffic('fm_agent_upload_bytes', 'weight and input bytes a pool sent to rpc-server', (t) => t.uploadBytes)
+  traffic('fm_agent_computes', 'graph computes run for a pool', (t) => t.computes)
+  traffic('fm_agent_compute_seconds', 'time rpc-server spent computing for a pool', (t) => t.computeMs / 1000)
+  traffic('fm_agent_memory_gib_seconds', 'memory a pool held over time', (t) => t.memoryGiBs)
+  gauge('fm_agent_receipts_recorded', 'receipts countersigned and recorded since start', [], (g) =>
+    g.set(status().credits.recorded)
+  )
+  gauge('fm_agent_receipts_disputed', 'receipts disputed or unrecorded since start', [], (g) =>
+    g.set(status().credits.disputes)
+  )
+  gauge('fm_agent_credit', 'credit in the ledger, by pool', ['pool'], (g) => {
+    for (const b of status().credits.balances) g.set({ pool: b.pool }, b.credit)
+  })
+  return registry
+}
