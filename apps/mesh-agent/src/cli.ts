@@ -1,4 +1,6 @@
 import { existsSync } from 'node:fs'
+import { mkdir, rm, writeFile } from 'node:fs/promises'
+import { dirname, join } from 'node:path'
 import { createApiKey, ledgerReport, verifyLedgerFile } from '@frankenstein-mesh/credits'
 import { Command, Option } from 'commander'
 import { createLogger } from '@frankenstein-mesh/llama'
@@ -10,7 +12,9 @@ import { formatStatus, type AgentStatus } from './agent-status.ts'
 import { TextResponse, callControl, startControlServer } from '@frankenstein-mesh/control'
 import { JoinOptions } from './config.ts'
 import { AgentError } from './errors.ts'
+import { invitesFile, resolveMemberships } from './memberships.ts'
 import { agentMetrics } from './metrics.ts'
+import { runSteps, serviceFile } from './service.ts'
 
 const collect = (value: string, previous: string[] = []): string[] => [...previous, value]
 
@@ -183,6 +187,67 @@ export function buildProgram(signal: AbortSignal): Command {
       const result = await verifyLedgerFile(opts.ledger ?? `${opts.identity}.ledger.sqlite`)
       process.stdout.write(`${result.text}\n`)
       if (!result.ok) process.exitCode = 1
+    })
+
+  program
+    .command('install-service')
+    .description(
+      'run the agent as a service of this user, joined as the arguments after -- say (those of `join`): a systemd user unit on Linux, a launchd agent on macOS; it starts at login and restarts after a crash'
+    )
+    .argument('<join-arguments...>', 'the arguments of `mesh-agent join`, after --')
+    .option('--no-start', 'write the service file but do not start it')
+    .action(async (joinArgs: string[], opts: { start: boolean }) => {
+      // The arguments are checked as join would check them, invites verified and remembered.
+      const joinCommand = buildProgram(signal).commands.find((c) => c.name() === 'join')
+      if (joinCommand === undefined) throw new AgentError('ERR_USAGE', 'no join command')
+      const { operands, unknown } = joinCommand.parseOptions(joinArgs)
+      if (operands.length > 0 || unknown.length > 0)
+        throw new AgentError('ERR_USAGE', `not an argument of join: ${[...operands, ...unknown].join(' ')}`)
+      const raw = joinCommand.opts<Record<string, unknown>>()
+      const parsed = JoinOptions.safeParse({ ...raw, listen: raw['listen'] ?? ['/ip4/0.0.0.0/tcp/0'] })
+      if (!parsed.success)
+        throw new AgentError('ERR_USAGE', z.prettifyError(parsed.error).replaceAll('\n', '; '))
+      const memberships = await resolveMemberships(
+        parsed.data.pool,
+        invitesFile(parsed.data.identity),
+        parsed.data.trustOnFirstUse
+      )
+      const identity = await loadOrCreateIdentity(parsed.data.identity)
+      const service = serviceFile([
+        process.execPath,
+        join(import.meta.dirname, 'bin.ts'),
+        'join',
+        ...joinArgs
+      ])
+      await mkdir(dirname(service.path), { recursive: true })
+      await writeFile(service.path, service.content, { mode: 0o600 })
+      const failed = opts.start ? await runSteps(service.start) : undefined
+      process.stdout.write(
+        [
+          `service   ${service.path}${opts.start ? (failed === undefined ? ' (started)' : ' (written, not started)') : ' (written)'}`,
+          `peer      ${identity.peerId}`,
+          `pools     ${memberships.map((m) => m.name).join(', ')}`,
+          `logs      ${service.logs}`,
+          ...(failed === undefined ? [] : [`could not start it: ${failed}`])
+        ].join('\n') + '\n'
+      )
+      if (failed !== undefined) process.exitCode = 1
+    })
+
+  program
+    .command('uninstall-service')
+    .description('stop and remove the service install-service wrote')
+    .action(async () => {
+      const service = serviceFile([])
+      if (!existsSync(service.path)) {
+        process.stdout.write(`no service at ${service.path}\n`)
+        return
+      }
+      const failed = await runSteps(service.stop)
+      await rm(service.path, { force: true })
+      process.stdout.write(
+        `removed ${service.path}${failed === undefined ? '' : ` (stopping it failed: ${failed})`}\n`
+      )
     })
 
   program
