@@ -213,10 +213,25 @@ describe('one agent, two pools, exclusive leases', { timeout: 240_000 }, () => {
       const rpcPid = (await status()).rpcServer.pid
       const exited = new Promise<number | null>((resolve) => agent.child.once('exit', resolve))
       await run(process.execPath, [AGENT, 'leave', '--identity', join(scratch.dir, 'agent.key')])
-      const revokeBy = await lease.revoked
+      // Bounded, with the agent's last words: a lost notice must fail here, not hang the run.
+      const within = async <T>(what: string, promise: Promise<T>): Promise<T> => {
+        let timer: NodeJS.Timeout | undefined
+        const late = new Promise<never>((_, reject) => {
+          timer = setTimeout(
+            () => reject(new Error(`${what} did not happen in 30 s:\n${agent.logs.slice(-15).join('\n')}`)),
+            30_000
+          )
+        })
+        try {
+          return await Promise.race([promise, late])
+        } finally {
+          clearTimeout(timer)
+        }
+      }
+      const revokeBy = await within('the revocation', lease.revoked)
       assert.ok(revokeBy > Date.now(), 'the holder got notice before the end')
-      await lease.release()
-      assert.equal(await exited, 0)
+      await within('the release', lease.release())
+      assert.equal(await within('the agent exit', exited), 0)
       assert.ok(rpcPid !== undefined)
       assert.throws(() => process.kill(rpcPid, 0), 'rpc-server is gone too')
     } finally {

@@ -277,7 +277,9 @@ export class LeaseService extends EventEmitter<LeaseServiceEvents> {
     const receipts = this.init.receipts
     if (receipts !== undefined) {
       session.book = receipts.clerk.open(session.pool, session.peer, lease.id)
+      clearInterval(session.receiptTimer)
       session.receiptTimer = setInterval(() => void this.exchange(session), receipts.intervalMs)
+      session.receiptTimer.unref()
     }
     this.log.info({ pool: session.pool, peer: session.peer, lease: lease.id }, 'lease granted')
     const info = {
