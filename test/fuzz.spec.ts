@@ -3,7 +3,13 @@ import { execFile } from 'node:child_process'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { promisify } from 'node:util'
-import { TINY_MODEL, connectRpc, silentLogger, type LlamaBinaries } from '@frankenstein-mesh/llama'
+import {
+  TINY_MODEL,
+  connectRpc,
+  residentBytes,
+  silentLogger,
+  type LlamaBinaries
+} from '@frankenstein-mesh/llama'
 import {
   acquireLease,
   createMeshNode,
@@ -37,7 +43,6 @@ import {
   fuzzBounds,
   honestOpening,
   randomJson,
-  rssBytes,
   seedFromEnv,
   vulnerabilityShapes,
   withRealBuffer
@@ -168,7 +173,7 @@ describe('fuzz: hostile input through the agent and the orchestrator', { timeout
       peer: peerIdFromString(agent.peerId),
       logger: silentLogger()
     })
-    const agentRss = await rssBytes(agent.child.pid)
+    const agentRss = residentBytes(agent.child.pid)
     const before = await agentStatus()
     const outcomes = new Map<string, number>()
     const count = (what: string) => outcomes.set(what, (outcomes.get(what) ?? 0) + 1)
@@ -225,13 +230,13 @@ describe('fuzz: hostile input through the agent and the orchestrator', { timeout
     )
     for (const line of losses)
       assert.match(line, /killed by SIGABRT/, 'rpc-server died of an abort, not a fault')
-    const grown = ((await rssBytes(agent.child.pid)) ?? 0) - (agentRss ?? 0)
+    const grown = (residentBytes(agent.child.pid) ?? 0) - (agentRss ?? 0)
     assert.ok(grown < RSS_ALLOWANCE, `agent memory grew by ${Math.round(grown / MiB)} MiB`)
   })
 
   it('control messages from strangers: lease requests, revocations, advert requests, RPC streams', async (t) => {
     const ownerKey = (await loadOrCreateIdentity(join(scratch.dir, 'pools', `${POOL}.key`))).privateKey
-    const agentRss = await rssBytes(agent.child.pid)
+    const agentRss = residentBytes(agent.child.pid)
     let stranger = await newNode()
     const protocols = [PROTOCOL.lease, PROTOCOL.poolUpdate, PROTOCOL.advert, PROTOCOL.rpc]
     const inputs = await fuzzLoop(fuzzBounds(400, 45), async (i) => {
@@ -306,7 +311,7 @@ describe('fuzz: hostile input through the agent and the orchestrator', { timeout
     })
     assert.equal(lease.lease.pool, POOL)
     await lease.release()
-    const grown = ((await rssBytes(agent.child.pid)) ?? 0) - (agentRss ?? 0)
+    const grown = (residentBytes(agent.child.pid) ?? 0) - (agentRss ?? 0)
     assert.ok(grown < RSS_ALLOWANCE, `agent memory grew by ${Math.round(grown / MiB)} MiB`)
   })
 
@@ -334,7 +339,7 @@ describe('fuzz: hostile input through the agent and the orchestrator', { timeout
       async () => (await fetch(`${orch.url}/health`).catch(() => undefined))?.status === 200,
       90_000
     )
-    const orchRss = await rssBytes(orch.child.pid)
+    const orchRss = residentBytes(orch.child.pid)
 
     // Lying workers: each answers adverts with a mutation of a plausible one (some carry the real
     // invite, so they are admitted and then leased), and answers leases and RPC with noise.
@@ -432,7 +437,7 @@ describe('fuzz: hostile input through the agent and the orchestrator', { timeout
     )
     const completion = await greedyCompletion(orch.url, 'The mesh of many machines', 4)
     assert.ok(completion.tokens.length > 0)
-    const grown = ((await rssBytes(orch.child.pid)) ?? 0) - (orchRss ?? 0)
+    const grown = (residentBytes(orch.child.pid) ?? 0) - (orchRss ?? 0)
     assert.ok(grown < RSS_ALLOWANCE, `orchestrator memory grew by ${Math.round(grown / MiB)} MiB`)
   })
 })

@@ -168,7 +168,7 @@ const MAX_USAGE_BODY = 4 * 1024 * 1024
 /** Relays a response as it comes; returns the tokens a JSON answer says it processed (0 if none). */
 async function relay(upstream: Response, res: ServerResponse): Promise<number> {
   const isJson = (upstream.headers.get('content-type') ?? '').includes('application/json')
-  const kept: Buffer[] = []
+  const kept: Uint8Array[] = []
   let keptBytes = 0
   const headers: Record<string, string> = {}
   upstream.headers.forEach((value, key) => {
@@ -181,7 +181,7 @@ async function relay(upstream: Response, res: ServerResponse): Promise<number> {
   }
   for await (const chunk of upstream.body as AsyncIterable<Uint8Array>) {
     if (isJson && keptBytes + chunk.byteLength <= MAX_USAGE_BODY) {
-      kept.push(Buffer.from(chunk))
+      kept.push(chunk)
       keptBytes += chunk.byteLength
     }
     if (!res.write(chunk)) await new Promise((resolve) => res.once('drain', resolve))

@@ -82,14 +82,20 @@ export class Spending {
       this.free--
       return release
     }
-    const { promise, resolve } = Promise.withResolvers<undefined>()
+    const { promise, resolve, reject } = Promise.withResolvers<undefined>()
     const waiter: Waiter = { identity: caller.identity, grant: () => resolve(undefined) }
     this.waiters.push(waiter)
-    const timer = setTimeout(() => this.abandon(waiter), timeoutMs)
-    const onAbort = () => this.abandon(waiter)
+    const abandon = (why: string) => () => {
+      const at = this.waiters.indexOf(waiter)
+      if (at === -1) return
+      this.waiters.splice(at, 1)
+      reject(new OrchError('ERR_UNAVAILABLE', why))
+    }
+    const timer = setTimeout(abandon('no generation slot came free in time'), timeoutMs)
+    const onAbort = abandon('the client went away')
     signal.addEventListener('abort', onAbort, { once: true })
     try {
-      await Promise.race([promise, this.abandoned(waiter)])
+      await promise
     } finally {
       clearTimeout(timer)
       signal.removeEventListener('abort', onAbort)
@@ -113,29 +119,10 @@ export class Spending {
     return this.waiters.length
   }
 
-  private readonly gone = new Map<Waiter, () => void>()
-
-  private abandoned(waiter: Waiter): Promise<never> {
-    return new Promise((_, reject) =>
-      this.gone.set(waiter, () =>
-        reject(new OrchError('ERR_UNAVAILABLE', 'no generation slot came free in time'))
-      )
-    )
-  }
-
-  private abandon(waiter: Waiter): void {
-    const at = this.waiters.indexOf(waiter)
-    if (at === -1) return
-    this.waiters.splice(at, 1)
-    this.gone.get(waiter)?.()
-    this.gone.delete(waiter)
-  }
-
   private dispatch(): void {
     while (this.free > 0 && this.waiters.length > 0) {
       const next = this.pick()
       this.waiters.splice(this.waiters.indexOf(next), 1)
-      this.gone.delete(next)
       this.free--
       next.grant()
     }

@@ -1,14 +1,11 @@
 import { z } from 'zod'
 import { PoolName } from './pool.ts'
+import { SafeUint } from './primitives.ts'
 
 /** Bytes an advert may take on the wire: checked before it is parsed. */
 export const MAX_ADVERT_BYTES = 8192
 
-const Bytes = z
-  .number()
-  .int()
-  .nonnegative()
-  .max(2 ** 53 - 1)
+const Bytes = SafeUint
 
 /** What a worker offers, as its agent tells orchestrators. */
 export const WorkerAdvert = z.object({

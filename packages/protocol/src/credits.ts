@@ -1,12 +1,8 @@
 import { z } from 'zod'
 import { PoolName } from './pool.ts'
+import { PeerIdString, SafeId, SafeUint } from './primitives.ts'
 
-const PeerIdString = z.string().regex(/^[1-9A-HJ-NP-Za-km-z]{40,60}$/, 'a libp2p peer id')
-const Millis = z
-  .number()
-  .int()
-  .nonnegative()
-  .max(2 ** 53 - 1)
+const Millis = SafeUint
 const Amount = z.number().nonnegative().max(1e15)
 
 /**
@@ -29,11 +25,7 @@ export const Receipt = z.object({
   v: z.literal(1),
   type: z.literal('receipt'),
   pool: PoolName,
-  lease: z
-    .number()
-    .int()
-    .positive()
-    .max(2 ** 53 - 1),
+  lease: SafeId,
   /** 0, 1, 2...: the periods of one lease, each receipt covering the time since the last. */
   seq: z.number().int().nonnegative().max(1_000_000),
   worker: PeerIdString,

@@ -2,6 +2,7 @@ import { z } from 'zod'
 import { MAX_RECEIPT_BYTES } from './credits.ts'
 import { MAX_SIGNED_BYTES, RefusalReason } from './pool-auth.ts'
 import { PoolName } from './pool.ts'
+import { SafeId, SafeUint } from './primitives.ts'
 
 /** Bytes a lease message may take on the wire: checked before it is parsed. */
 export const MAX_LEASE_MESSAGE_BYTES = 2048 + Math.max(MAX_SIGNED_BYTES, MAX_RECEIPT_BYTES)
@@ -9,16 +10,8 @@ export const MAX_LEASE_MESSAGE_BYTES = 2048 + Math.max(MAX_SIGNED_BYTES, MAX_REC
 const Signature = z.string().max(200)
 const ReceiptSeq = z.number().int().nonnegative().max(1_000_000)
 
-const Millis = z
-  .number()
-  .int()
-  .nonnegative()
-  .max(2 ** 53 - 1)
-const LeaseId = z
-  .number()
-  .int()
-  .positive()
-  .max(2 ** 53 - 1)
+const Millis = SafeUint
+const LeaseId = SafeId
 
 export const LeaseInfo = z.object({
   id: LeaseId,

@@ -1,15 +1,11 @@
 import { z } from 'zod'
 import { PoolName } from './pool.ts'
+import { PeerIdString, SafeId, SafeUint } from './primitives.ts'
 
 /** A signed document travels as `<kind>:<base64url of {"p": payload JSON, "s": signature}>`. */
 export const MAX_SIGNED_BYTES = 8192
 
-const PeerIdString = z.string().regex(/^[1-9A-HJ-NP-Za-km-z]{40,60}$/, 'a libp2p peer id')
-const Millis = z
-  .number()
-  .int()
-  .nonnegative()
-  .max(2 ** 53 - 1)
+const Millis = SafeUint
 
 /** What an invite says: join this pool, owned by this key, meet it through these peers. */
 export const InvitePayload = z.object({
@@ -32,11 +28,7 @@ export const CredentialPayload = z.object({
   pool: PoolName,
   owner: PeerIdString,
   subject: PeerIdString,
-  serial: z
-    .number()
-    .int()
-    .positive()
-    .max(2 ** 53 - 1),
+  serial: SafeId,
   issued: Millis,
   expires: Millis
 })
