@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs'
 import { mkdir, rm, writeFile } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
-import { createApiKey, ledgerReport, verifyLedgerFile } from '@frankenstein-mesh/credits'
+import { createApiKey, creditsCommand } from '@frankenstein-mesh/credits'
 import { Command, Option } from 'commander'
 import { createLogger } from '@frankenstein-mesh/llama'
 import { defaultIdentityPath, loadOrCreateIdentity } from '@frankenstein-mesh/mesh'
@@ -116,7 +116,7 @@ export function buildProgram(signal: AbortSignal): Command {
       const leave = new AbortController()
       const control = await startControlServer(controlPath(raw['control'], parsed.data.identity), {
         'GET /status': () => agent.status(),
-        'GET /metrics': async () => new TextResponse(await metrics.metrics(), metrics.contentType),
+        'GET /metrics': async () => new TextResponse(await metrics.scrape(), metrics.contentType),
         'POST /leave': () => {
           leave.abort()
           return { leaving: true }
@@ -148,17 +148,8 @@ export function buildProgram(signal: AbortSignal): Command {
       process.stdout.write(`${opts.json === true ? JSON.stringify(status, null, 2) : formatStatus(status)}\n`)
     })
 
-  const credits = program
-    .command('credits')
-    .description('credit in the ledger: balances per pool (`credits verify` checks every entry)')
-    .option('--identity <file>', 'identity whose ledger to read', defaultIdentityPath('agent'))
-    .option('--ledger <file>', 'the ledger (default: <identity>.ledger.sqlite)')
-    .option('--json', 'print balances and the doubly-signed receipts as JSON')
-    .action((opts: { identity: string; ledger?: string; json?: boolean }) => {
-      process.stdout.write(
-        `${ledgerReport(opts.ledger ?? `${opts.identity}.ledger.sqlite`, opts.json === true)}\n`
-      )
-    })
+  const credits = creditsCommand(defaultIdentityPath('agent'))
+  program.addCommand(credits)
   credits
     .command('key')
     .description(
@@ -176,17 +167,6 @@ export function buildProgram(signal: AbortSignal): Command {
         expires: Date.now() + days * 86_400_000
       })
       process.stdout.write(`${key}\n`)
-    })
-  credits
-    .command('verify')
-    .description(
-      'check the chain, both signatures and the credit of every entry; exit 1 naming the first bad one (takes the options of `credits`)'
-    )
-    .action(async () => {
-      const opts = credits.opts<{ identity: string; ledger?: string }>()
-      const result = await verifyLedgerFile(opts.ledger ?? `${opts.identity}.ledger.sqlite`)
-      process.stdout.write(`${result.text}\n`)
-      if (!result.ok) process.exitCode = 1
     })
 
   program

@@ -1,4 +1,4 @@
-import { ledgerReport, verifyLedgerFile } from '@frankenstein-mesh/credits'
+import { creditsCommand } from '@frankenstein-mesh/credits'
 import { callControl, startControlServer } from '@frankenstein-mesh/control'
 import { createLogger } from '@frankenstein-mesh/llama'
 import {
@@ -159,28 +159,7 @@ export function buildProgram(signal: AbortSignal): Command {
       await callControl(controlPath(opts.control, opts.identity), 'POST', '/model', { model: file })
       process.stdout.write(`serving ${file} from the next plan on\n`)
     })
-  const credits = program
-    .command('credits')
-    .description('credit in the ledger: balances per pool (`credits verify` checks every entry)')
-    .option('--identity <file>', 'identity whose ledger to read', defaultIdentityPath('orchestrator'))
-    .option('--ledger <file>', 'the ledger (default: <identity>.ledger.sqlite)')
-    .option('--json', 'print balances and the doubly-signed receipts as JSON')
-    .action((opts: { identity: string; ledger?: string; json?: boolean }) => {
-      process.stdout.write(
-        `${ledgerReport(opts.ledger ?? `${opts.identity}.ledger.sqlite`, opts.json === true)}\n`
-      )
-    })
-  credits
-    .command('verify')
-    .description(
-      'check the chain, both signatures and the credit of every entry; exit 1 naming the first bad one (takes the options of `credits`)'
-    )
-    .action(async () => {
-      const opts = credits.opts<{ identity: string; ledger?: string }>()
-      const result = await verifyLedgerFile(opts.ledger ?? `${opts.identity}.ledger.sqlite`)
-      process.stdout.write(`${result.text}\n`)
-      if (!result.ok) process.exitCode = 1
-    })
+  program.addCommand(creditsCommand(defaultIdentityPath('orchestrator')))
 
   const pool = program
     .command('pool')

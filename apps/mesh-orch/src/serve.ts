@@ -115,7 +115,7 @@ export async function startServing(options: ServeOptions, logger: Logger): Promi
   orchestrator.directory.on('added', (entry) => void authority.pushTo(entry.peer))
   await orchestrator.start()
   // Read at each scrape; `status` is defined below with the returned object, hence the indirection.
-  const registry = orchestratorMetrics({
+  const metrics = orchestratorMetrics({
     status: () => serving.status(),
     queued: () => spending.queued,
     tunnels: () => orchestrator.tunnels
@@ -127,7 +127,7 @@ export async function startServing(options: ServeOptions, logger: Logger): Promi
     logger,
     queueTimeoutMs: options.queueTimeout * 1000,
     spending,
-    metrics: async () => ({ text: await registry.metrics(), contentType: registry.contentType })
+    metrics: async () => ({ text: await metrics.scrape(), contentType: metrics.contentType })
   })
   const serving: Serving = {
     authority,

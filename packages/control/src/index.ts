@@ -6,3 +6,4 @@ export {
   type ControlRoutes,
   type ControlServer
 } from './control-socket.ts'
+export { scrapedMetrics, type ScrapedMetrics } from './metrics.ts'
