@@ -18,7 +18,7 @@ import {
   peerIdFromString
 } from '@frankenstein-mesh/mesh'
 import { startRpcTunnel } from '@frankenstein-mesh/tunnel'
-import { spawnAgent, type AgentProcess } from './fixtures/agent-process.ts'
+import { spawnAgent, type AgentProcess, loopbackJoinArgs } from './fixtures/agent-process.ts'
 import {
   startLeasingOrchestrator,
   type LeaseEvent,
@@ -77,13 +77,11 @@ describe('one agent, two pools, exclusive leases', { timeout: 240_000 }, () => {
       'a',
       '--pool',
       'b',
-      '--identity',
-      join(scratch.dir, 'agent.key'),
-      '--listen',
-      '/ip4/127.0.0.1/tcp/0',
-      '--no-mdns',
-      '--rpc-server-bin',
-      bins.rpcServer,
+      ...loopbackJoinArgs({
+        identity: join(scratch.dir, 'agent.key'),
+        rpcServer: bins.rpcServer,
+        mdns: false
+      }),
       '--min-slice',
       '4',
       '--grace',

@@ -12,7 +12,8 @@ import {
   spawnOrchestrator,
   waitHealthy,
   type AgentProcess,
-  type OrchestratorProcess
+  type OrchestratorProcess,
+  loopbackJoinArgs
 } from './fixtures/agent-process.ts'
 import { PROMPTS, createScratch, greedyCompletion, testBinaries, type Scratch } from './fixtures/llama.ts'
 
@@ -82,12 +83,7 @@ describe(
         [
           '--pool',
           invite,
-          '--identity',
-          agentKey(),
-          '--listen',
-          '/ip4/127.0.0.1/tcp/0',
-          '--rpc-server-bin',
-          bins.rpcServer,
+          ...loopbackJoinArgs({ identity: agentKey(), rpcServer: bins.rpcServer }),
           '--receipt-interval',
           '1'
         ],

@@ -8,7 +8,8 @@ import {
   spawnAgent,
   spawnOrchestrator,
   type AgentProcess,
-  type OrchestratorProcess
+  type OrchestratorProcess,
+  loopbackJoinArgs
 } from './fixtures/agent-process.ts'
 import { createScratch, testBinaries, type Scratch } from './fixtures/llama.ts'
 
@@ -74,12 +75,7 @@ describe('failover: a worker killed mid-stream', { timeout: 240_000 }, () => {
         await spawnAgent([
           '--pool',
           'fo',
-          '--identity',
-          join(scratch.dir, `${name}.key`),
-          '--listen',
-          '/ip4/127.0.0.1/tcp/0',
-          '--rpc-server-bin',
-          bins.rpcServer
+          ...loopbackJoinArgs({ identity: join(scratch.dir, `${name}.key`), rpcServer: bins.rpcServer })
         ])
       )
     }

@@ -34,7 +34,8 @@ import {
   loopbackServeArgs,
   spawnOrchestrator,
   type AgentProcess,
-  type OrchestratorProcess
+  type OrchestratorProcess,
+  loopbackJoinArgs
 } from './fixtures/agent-process.ts'
 import {
   HELLO,
@@ -129,12 +130,7 @@ describe('fuzz: hostile input through the agent and the orchestrator', { timeout
       [
         '--pool',
         invite.stdout.trim(),
-        '--identity',
-        join(scratch.dir, 'agent.key'),
-        '--listen',
-        '/ip4/127.0.0.1/tcp/0',
-        '--rpc-server-bin',
-        bins.rpcServer
+        ...loopbackJoinArgs({ identity: join(scratch.dir, 'agent.key'), rpcServer: bins.rpcServer })
       ],
       { trustOnFirstUse: false }
     )

@@ -19,7 +19,7 @@ import {
 } from '@frankenstein-mesh/mesh'
 import { PROTOCOL } from '@frankenstein-mesh/protocol'
 import { startRpcTunnel } from '@frankenstein-mesh/tunnel'
-import { spawnAgent, type AgentProcess } from './fixtures/agent-process.ts'
+import { spawnAgent, type AgentProcess, loopbackJoinArgs } from './fixtures/agent-process.ts'
 import { createScratch, testBinaries, type Scratch } from './fixtures/llama.ts'
 import { credentialFor } from './fixtures/credentials.ts'
 
@@ -65,13 +65,11 @@ describe('hostile RPC through an agent', { timeout: 120_000 }, () => {
     agent = await spawnAgent([
       '--pool',
       'hostile',
-      '--identity',
-      join(scratch.dir, 'agent.key'),
-      '--listen',
-      '/ip4/127.0.0.1/tcp/0',
-      '--no-mdns',
-      '--rpc-server-bin',
-      bins.rpcServer
+      ...loopbackJoinArgs({
+        identity: join(scratch.dir, 'agent.key'),
+        rpcServer: bins.rpcServer,
+        mdns: false
+      })
     ])
     node = await createMeshNode({ privateKey: await ephemeralPrivateKey(), listen: ['/ip4/127.0.0.1/tcp/0'] })
     await node.dial(multiaddr(agent.addresses[0] ?? ''))

@@ -10,7 +10,8 @@ import {
   spawnOrchestrator,
   waitHealthy,
   type AgentProcess,
-  type OrchestratorProcess
+  type OrchestratorProcess,
+  loopbackJoinArgs
 } from './fixtures/agent-process.ts'
 import { PROMPTS, createScratch, greedyCompletion, testBinaries, type Scratch } from './fixtures/llama.ts'
 
@@ -43,12 +44,7 @@ async function fixture(name: string): Promise<Fixture> {
 
 const agentIn = async (f: Fixture, name: string, args: string[]) => {
   const agent = await spawnAgent([
-    '--identity',
-    join(f.scratch.dir, `${name}.key`),
-    '--listen',
-    '/ip4/127.0.0.1/tcp/0',
-    '--rpc-server-bin',
-    f.bins.rpcServer,
+    ...loopbackJoinArgs({ identity: join(f.scratch.dir, `${name}.key`), rpcServer: f.bins.rpcServer }),
     ...args
   ])
   f.processes.push(agent)

@@ -12,7 +12,7 @@ import {
   type MeshNode
 } from '@frankenstein-mesh/mesh'
 import { startRpcTunnel, type RpcTunnel } from '@frankenstein-mesh/tunnel'
-import { spawnAgent, type AgentProcess } from './fixtures/agent-process.ts'
+import { spawnAgent, type AgentProcess, loopbackJoinArgs } from './fixtures/agent-process.ts'
 import { PROMPTS, createScratch, greedyCompletion, testBinaries, type Scratch } from './fixtures/llama.ts'
 import { credentialFor } from './fixtures/credentials.ts'
 
@@ -91,12 +91,7 @@ describe('RPC through the mesh, found by discovery', { timeout: 240_000 }, () =>
   const agentArgs = (name: string, extra: string[]) => [
     '--pool',
     'tunnel-test',
-    '--identity',
-    join(scratch.dir, `${name}.key`),
-    '--listen',
-    '/ip4/127.0.0.1/tcp/0',
-    '--rpc-server-bin',
-    bins.rpcServer,
+    ...loopbackJoinArgs({ identity: join(scratch.dir, `${name}.key`), rpcServer: bins.rpcServer }),
     ...extra
   ]
 

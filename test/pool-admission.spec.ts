@@ -29,7 +29,8 @@ import {
   loopbackServeArgs,
   spawnOrchestrator,
   type AgentProcess,
-  type OrchestratorProcess
+  type OrchestratorProcess,
+  loopbackJoinArgs
 } from './fixtures/agent-process.ts'
 import { createScratch, testBinaries, type Scratch } from './fixtures/llama.ts'
 
@@ -131,13 +132,11 @@ describe(
           await invite(alphaOwner, 'alpha'),
           '--pool',
           await invite(betaOwner, 'beta'),
-          '--identity',
-          join(scratch.dir, 'agent.key'),
-          '--listen',
-          '/ip4/127.0.0.1/tcp/0',
-          '--no-mdns',
-          '--rpc-server-bin',
-          bins.rpcServer
+          ...loopbackJoinArgs({
+            identity: join(scratch.dir, 'agent.key'),
+            rpcServer: bins.rpcServer,
+            mdns: false
+          })
         ],
         { trustOnFirstUse: false }
       )
@@ -244,13 +243,7 @@ describe('joining a pool: by invite, then by name', { timeout: 120_000 }, () => 
     spawnAgent(
       [
         ...pools.flatMap((p) => ['--pool', p]),
-        '--identity',
-        join(scratch.dir, 'agent.key'),
-        '--listen',
-        '/ip4/127.0.0.1/tcp/0',
-        '--no-mdns',
-        '--rpc-server-bin',
-        rpcServer
+        ...loopbackJoinArgs({ identity: join(scratch.dir, 'agent.key'), rpcServer: rpcServer, mdns: false })
       ],
       { trustOnFirstUse, timeoutMs: 30_000 }
     )

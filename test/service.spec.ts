@@ -5,7 +5,7 @@ import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { promisify } from 'node:util'
-import { spawnAgent } from './fixtures/agent-process.ts'
+import { spawnAgent, loopbackJoinArgs } from './fixtures/agent-process.ts'
 import { createScratch, testBinaries, type Scratch } from './fixtures/llama.ts'
 
 const run = promisify(execFile)
@@ -82,13 +82,11 @@ describe(
       const joinArgs = [
         '--pool',
         invite,
-        '--identity',
-        join(scratch.dir, 'agent.key'),
-        '--listen',
-        '/ip4/127.0.0.1/tcp/0',
-        '--no-mdns',
-        '--rpc-server-bin',
-        bins.rpcServer,
+        ...loopbackJoinArgs({
+          identity: join(scratch.dir, 'agent.key'),
+          rpcServer: bins.rpcServer,
+          mdns: false
+        }),
         '--memory',
         '1GiB'
       ]

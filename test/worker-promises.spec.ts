@@ -18,7 +18,7 @@ import {
   peerIdFromString
 } from '@frankenstein-mesh/mesh'
 import { startRpcTunnel } from '@frankenstein-mesh/tunnel'
-import { spawnAgent, type AgentProcess } from './fixtures/agent-process.ts'
+import { spawnAgent, type AgentProcess, loopbackJoinArgs } from './fixtures/agent-process.ts'
 import { credentialFor } from './fixtures/credentials.ts'
 import { createScratch, testBinaries, type Scratch } from './fixtures/llama.ts'
 import { createNetwork, netnsAvailable } from './fixtures/netns.ts'
@@ -76,13 +76,11 @@ describe('promises to contributors', { timeout: 300_000 }, () => {
       [
         '--pool',
         'promises',
-        '--identity',
-        join(scratch.dir, 'agent.key'),
-        '--listen',
-        '/ip4/127.0.0.1/tcp/0',
-        '--no-mdns',
-        '--rpc-server-bin',
-        bins.rpcServer
+        ...loopbackJoinArgs({
+          identity: join(scratch.dir, 'agent.key'),
+          rpcServer: bins.rpcServer,
+          mdns: false
+        })
       ],
       {
         env: {
@@ -213,13 +211,7 @@ describe(
             '--trust-on-first-use',
             '--pool',
             'exposed',
-            '--identity',
-            join(scratch.dir, 'agent.key'),
-            '--listen',
-            '/ip4/127.0.0.1/tcp/0',
-            '--no-mdns',
-            '--rpc-server-bin',
-            wrapper
+            ...loopbackJoinArgs({ identity: join(scratch.dir, 'agent.key'), rpcServer: wrapper, mdns: false })
           ],
           { timeoutMs: 60_000 }
         )
