@@ -24,6 +24,8 @@ export class OrchestratorCredits {
   private readonly log: Logger
   recorded = 0
   disputes = 0
+  /** Credit of the receipts countersigned since start. */
+  earned = 0
 
   constructor(init: OrchestratorCreditsInit) {
     this.init = init
@@ -63,6 +65,7 @@ export class OrchestratorCredits {
     const signature = await signReceipt(this.init.key, text)
     await this.init.ledger.append({ text, workerSignature, orchestratorSignature: signature })
     this.recorded++
+    this.earned += receipt.credit
     this.log.info(
       { peer, lease: lease.id, seq: receipt.seq, credit: receipt.credit },
       'receipt countersigned'

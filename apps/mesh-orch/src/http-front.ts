@@ -1,4 +1,5 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import type { Duplex } from 'node:stream'
 import type { Logger } from 'pino'
 import { OrchError } from './errors.ts'
 import type { Orchestrator } from './orchestrator.ts'
@@ -25,6 +26,15 @@ export interface HttpFrontInit {
   readonly spending?: Spending | undefined
   /** Prometheus text for GET /metrics. */
   readonly metrics?: (() => Promise<{ text: string; contentType: string }>) | undefined
+  /** Tokens generated for callers, as answers and streams report them. */
+  readonly onTokens?: ((generated: number) => void) | undefined
+  /** The live dashboard: its page at GET /dashboard (and /), its feed as a WebSocket at /ws. */
+  readonly dashboard?: DashboardRoutes | undefined
+}
+
+export interface DashboardRoutes {
+  readonly page: string
+  upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void
 }
 
 export interface HttpFront {
@@ -55,6 +65,10 @@ export async function startHttpFront(init: HttpFrontInit): Promise<HttpFront> {
         json(res, 502, { error: { message: 'the pool could not answer', type: 'upstream_error' } })
       else res.destroy()
     })
+  })
+  server.on('upgrade', (req, socket, head) => {
+    if (init.dashboard !== undefined && req.url === '/ws') init.dashboard.upgrade(req, socket, head)
+    else socket.end('HTTP/1.1 404 Not Found\r\nconnection: close\r\ncontent-length: 0\r\n\r\n')
   })
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject)
@@ -87,6 +101,20 @@ async function handle(req: IncomingMessage, res: ServerResponse, init: HttpFront
   if (req.url === '/metrics' && req.method === 'GET' && init.metrics !== undefined) {
     const { text, contentType } = await init.metrics()
     res.writeHead(200, { 'content-type': contentType }).end(text)
+    return
+  }
+  if (init.dashboard !== undefined && req.method === 'GET' && (req.url === '/' || req.url === '/dashboard')) {
+    if (req.url === '/') res.writeHead(302, { location: '/dashboard' }).end()
+    else
+      res
+        .writeHead(200, {
+          'content-type': 'text/html; charset=utf-8',
+          'cache-control': 'no-store',
+          // Everything the page needs is inline; it talks to nothing but its own origin's /ws.
+          'content-security-policy':
+            "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; connect-src 'self'; img-src data:"
+        })
+        .end(init.dashboard.page)
     return
   }
   const body = await readBody(req, init.maxBodyBytes ?? 8 * 1024 * 1024)
@@ -152,7 +180,7 @@ async function serve(
       })
       if (resume !== undefined && upstream.ok)
         return await relayResumable(upstream, res, resume, init, abort.signal)
-      return await relay(upstream, res)
+      return await relay(upstream, res, init.onTokens)
     } catch (err) {
       // llama-server went away before answering: the request is whole, so it can go to the next plan.
       if (res.headersSent || abort.signal.aborted || attempt >= (init.attempts ?? 3)) throw err
@@ -166,7 +194,11 @@ async function serve(
 const MAX_USAGE_BODY = 4 * 1024 * 1024
 
 /** Relays a response as it comes; returns the tokens a JSON answer says it processed (0 if none). */
-async function relay(upstream: Response, res: ServerResponse): Promise<number> {
+async function relay(
+  upstream: Response,
+  res: ServerResponse,
+  onTokens: ((generated: number) => void) | undefined
+): Promise<number> {
   const isJson = (upstream.headers.get('content-type') ?? '').includes('application/json')
   const kept: Uint8Array[] = []
   let keptBytes = 0
@@ -187,7 +219,27 @@ async function relay(upstream: Response, res: ServerResponse): Promise<number> {
     if (!res.write(chunk)) await new Promise((resolve) => res.once('drain', resolve))
   }
   res.end()
-  return isJson ? tokensOf(Buffer.concat(kept)) : 0
+  if (!isJson) return 0
+  const body = Buffer.concat(kept)
+  onTokens?.(generatedOf(body))
+  return tokensOf(body)
+}
+
+/** Tokens generated, as an OpenAI (`usage.completion_tokens`) or llama.cpp (`tokens_predicted`) answer says. */
+export function generatedOf(body: Buffer): number {
+  try {
+    const answer = JSON.parse(body.toString('utf8')) as {
+      usage?: { completion_tokens?: unknown }
+      tokens_predicted?: unknown
+    }
+    return count(answer.usage?.completion_tokens) || count(answer.tokens_predicted)
+  } catch {
+    return 0
+  }
+}
+
+function count(v: unknown): number {
+  return typeof v === 'number' && Number.isFinite(v) && v >= 0 ? Math.floor(v) : 0
 }
 
 /** Tokens processed, as an OpenAI (`usage`) or llama.cpp (`tokens_evaluated`, `tokens_predicted`) answer says. */
@@ -198,7 +250,6 @@ export function tokensOf(body: Buffer): number {
       tokens_evaluated?: unknown
       tokens_predicted?: unknown
     }
-    const count = (v: unknown) => (typeof v === 'number' && Number.isFinite(v) && v >= 0 ? Math.floor(v) : 0)
     return (
       count(answer.usage?.total_tokens) || count(answer.tokens_evaluated) + count(answer.tokens_predicted)
     )
@@ -224,7 +275,10 @@ async function relayResumable(
   })
   res.writeHead(upstream.status, headers)
   const tracker = new StreamTracker(request)
+  let counted = 0
   const write = async (text: string): Promise<void> => {
+    init.onTokens?.(tracker.tokens.length - counted)
+    counted = tracker.tokens.length
     if (text !== '' && !res.write(text)) await new Promise((resolve) => res.once('drain', resolve))
   }
   try {

@@ -10,3 +10,4 @@ export {
 export { Orchestrator, describePlan, type ServingState } from './orchestrator.ts'
 export { ServeOptions } from './config.ts'
 export { startServing, type Serving, type OrchestratorStatus } from './serve.ts'
+export { DashboardSnapshot } from './dashboard/snapshot.ts'

@@ -43,6 +43,14 @@ export interface OrchestratorInit {
 export interface OrchestratorEvents {
   state: [ServingState]
   plan: [Plan]
+  load: [ModelLoad]
+}
+
+/** The model load of the last plan: bytes streamed to its workers so far, of the bytes it places. */
+export interface ModelLoad {
+  readonly doneBytes: number
+  readonly totalBytes: number
+  readonly finished: boolean
 }
 
 /**
@@ -67,6 +75,8 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
   private deployedAt = 0
   private loop: Promise<void> | undefined
   lastPlanError: string | undefined
+  /** The last plan's model load, while it runs and after. */
+  load: ModelLoad | undefined
   /** When the last plan stopped serving, and how long the way back took (epoch ms). */
   lastFailover: { reason: string; invalidatedAt: number; plannedAt?: number; servingAt?: number } | undefined
 
@@ -94,6 +104,10 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
 
   get modelPath(): string | undefined {
     return this.model?.path
+  }
+
+  get modelLayers(): number | undefined {
+    return this.model?.layout.layerCount
   }
 
   get requestsInFlight(): number {
@@ -225,6 +239,12 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
     this.emit('plan', result.plan)
     const total = placedBytes(model.layout, 0)
     const progress = createProgress({ logger: this.log, label: 'model load', total, unit: 'bytes' })
+    const loaded = (bytes: number, finished: boolean) => {
+      progress.update(Math.min(bytes, total))
+      this.load = { doneBytes: Math.min(bytes, total), totalBytes: total, finished }
+      this.emit('load', this.load)
+    }
+    loaded(0, false)
     try {
       const deployment = await deploy({
         node: this.init.node,
@@ -236,12 +256,13 @@ export class Orchestrator extends EventEmitter<OrchestratorEvents> {
         contextSize: this.init.contextSize,
         parallel: this.init.parallel,
         logger: this.init.logger,
-        onLoadProgress: (bytes) => progress.update(Math.min(bytes, total)),
+        onLoadProgress: (bytes) => loaded(bytes, false),
         waitInLine,
         credential: await this.init.credential?.(),
         countersign: this.init.countersign
       })
       progress.finish()
+      loaded(total, true)
       this.lastPlanError = undefined
       return deployment
     } catch (err) {

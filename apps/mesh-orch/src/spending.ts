@@ -1,5 +1,5 @@
 import type { IncomingMessage } from 'node:http'
-import { CreditsError, createSpend, readApiKey, type Ledger } from '@frankenstein-mesh/credits'
+import { CreditsError, createSpend, readApiKey, spendFor, type Ledger } from '@frankenstein-mesh/credits'
 import type { PrivateKey } from '@libp2p/interface'
 import type { Logger } from 'pino'
 import { OrchError } from './errors.ts'
@@ -36,6 +36,8 @@ export class Spending {
   private readonly waiters: Waiter[] = []
   private readonly keys = new Map<string, { identity: string; expires: number }>()
   private free: number
+  /** Credit charged since start. */
+  spent = 0
 
   constructor(init: SpendingInit) {
     this.init = init
@@ -112,6 +114,7 @@ export class Spending {
       tokens
     })
     await this.init.ledger.appendSpend(spend)
+    this.spent += spendFor(tokens)
     this.log.info({ identity: caller.identity, tokens }, 'charged')
   }
 

@@ -163,6 +163,16 @@ export class Ledger {
     }
   }
 
+  /** A pool's credit in this ledger: what its workers earned (receipts) and its callers spent (charges). */
+  totals(pool: string): { earned: number; spent: number } {
+    const row = this.db
+      .prepare(
+        "SELECT COALESCE(SUM(CASE WHEN kind = 'receipt' THEN credit END), 0) AS earned, COALESCE(-SUM(CASE WHEN kind = 'spend' THEN credit END), 0) AS spent FROM entries WHERE pool = ?"
+      )
+      .get(pool) as { earned: number; spent: number }
+    return { earned: row.earned, spent: row.spent }
+  }
+
   balances(): Balance[] {
     return this.db
       .prepare(

@@ -189,6 +189,8 @@ describe('spending', () => {
       )
       assert.deepEqual(await ledger.verify(), { ok: true, entries: 2 })
       assert.equal(ledger.balances()[0]?.receipts, 1)
+      assert.deepEqual(ledger.totals('alpha'), { earned, spent: spendFor(2_000) })
+      assert.deepEqual(ledger.totals('beta'), { earned: 0, spent: 0 })
     } finally {
       ledger.close()
     }
