@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import { existsSync } from 'node:fs'
-import { copyFile, mkdir, mkdtemp, rm } from 'node:fs/promises'
+import { mkdir, mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
@@ -235,8 +235,6 @@ describe('the live dashboard in a real browser', { skip, timeout: 300_000 }, () 
     )
     await mkdir(join(SCREENSHOT, '..'), { recursive: true })
     await page.screenshot({ path: SCREENSHOT })
-    if (process.env['FM_DASHBOARD_DOC'] === '1')
-      await copyFile(SCREENSHOT, join(import.meta.dirname, '..', 'docs', 'dashboard.png'))
   })
 
   it('says "disconnected" when the orchestrator goes away', async () => {
