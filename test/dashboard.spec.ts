@@ -68,6 +68,7 @@ describe('the live dashboard in a real browser', { skip, timeout: 300_000 }, () 
   const processes: Array<AgentProcess | OrchestratorProcess> = []
   const pool = `dash-${process.pid}`
   let rpcServer: string
+  let serveArgs: string[]
   let dir: string
 
   const agent = async (name: string): Promise<AgentProcess> => {
@@ -95,7 +96,7 @@ describe('the live dashboard in a real browser', { skip, timeout: 300_000 }, () 
     profile = await mkdtemp(join(tmpdir(), 'fm-dash-chromium-'))
     const model = await scratch.model(TINY_MODEL)
     await Promise.all([agent('w1'), agent('w2')])
-    orch = await spawnOrchestrator([
+    serveArgs = [
       ...loopbackServeArgs({
         pool,
         identity: join(dir, 'orch.key'),
@@ -107,7 +108,8 @@ describe('the live dashboard in a real browser', { skip, timeout: 300_000 }, () 
       // A stopped agent leaves the view within seconds.
       '--worker-expiry',
       '3'
-    ])
+    ]
+    orch = await spawnOrchestrator(serveArgs)
     processes.push(orch)
     await waitHealthy(orch.url)
     browser = await chromium.launchPersistentContext(profile, {
@@ -237,11 +239,20 @@ describe('the live dashboard in a real browser', { skip, timeout: 300_000 }, () 
     await page.screenshot({ path: SCREENSHOT })
   })
 
-  it('says "disconnected" when the orchestrator goes away', async () => {
+  it('says "disconnected" when the orchestrator goes away, and reconnects when it is back', async () => {
+    const port = new URL(orch.url).port
     await orch.stop()
     await until('the page to say disconnected', async () =>
       (await page.locator('#connection').textContent()) === 'disconnected' ? true : undefined
     )
     assert.equal(await page.locator('#banner').isVisible(), true)
+    // The same orchestrator again, on the same port (the last --port wins).
+    const again = await spawnOrchestrator([...serveArgs, '--port', port])
+    processes.push(again)
+    await until('the page to reconnect', async () =>
+      (await page.locator('#connection').textContent()) === 'live' ? true : undefined
+    )
+    assert.equal(await page.locator('#banner').isVisible(), false)
+    assert.equal(await page.evaluate<unknown>('window.loadMark'), 'first', 'without a reload')
   })
 })

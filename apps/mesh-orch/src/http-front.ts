@@ -67,7 +67,7 @@ export async function startHttpFront(init: HttpFrontInit): Promise<HttpFront> {
     })
   })
   server.on('upgrade', (req, socket, head) => {
-    if (init.dashboard !== undefined && req.url === '/ws') init.dashboard.upgrade(req, socket, head)
+    if (init.dashboard !== undefined && pathOf(req) === '/ws') init.dashboard.upgrade(req, socket, head)
     else socket.end('HTTP/1.1 404 Not Found\r\nconnection: close\r\ncontent-length: 0\r\n\r\n')
   })
   await new Promise<void>((resolve, reject) => {
@@ -103,8 +103,9 @@ async function handle(req: IncomingMessage, res: ServerResponse, init: HttpFront
     res.writeHead(200, { 'content-type': contentType }).end(text)
     return
   }
-  if (init.dashboard !== undefined && req.method === 'GET' && (req.url === '/' || req.url === '/dashboard')) {
-    if (req.url === '/') res.writeHead(302, { location: '/dashboard' }).end()
+  const path = pathOf(req)
+  if (init.dashboard !== undefined && req.method === 'GET' && (path === '/' || path === '/dashboard')) {
+    if (path === '/') res.writeHead(302, { location: '/dashboard' }).end()
     else
       res
         .writeHead(200, {
@@ -323,6 +324,15 @@ async function readBody(req: IncomingMessage, max: number): Promise<Buffer | und
     chunks.push(chunk)
   }
   return Buffer.concat(chunks)
+}
+
+/** The request's path without its query (undefined when it is not a path). */
+function pathOf(req: IncomingMessage): string | undefined {
+  try {
+    return new URL(req.url ?? '', 'http://front').pathname
+  } catch {
+    return undefined
+  }
 }
 
 function json(res: ServerResponse, status: number, body: unknown): void {
