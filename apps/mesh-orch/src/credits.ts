@@ -63,9 +63,14 @@ export class OrchestratorCredits {
     const disagreement = disputeOf(receipt.total, measured)
     if (disagreement !== undefined) return dispute(disagreement)
     const signature = await signReceipt(this.init.key, text)
-    await this.init.ledger.append({ text, workerSignature, orchestratorSignature: signature })
+    const { duplicate } = await this.init.ledger.append({
+      text,
+      workerSignature,
+      orchestratorSignature: signature
+    })
     this.recorded++
-    this.earned += receipt.credit
+    // The ledger keeps a receipt once however often it is appended; so does this sum.
+    if (!duplicate) this.earned += receipt.credit
     this.log.info(
       { peer, lease: lease.id, seq: receipt.seq, credit: receipt.credit },
       'receipt countersigned'
