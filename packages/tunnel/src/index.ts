@@ -2,3 +2,22 @@ export { bridge, waitDrain, type BridgeInit, type BridgeEnd, type Gate } from '.
 export { RpcGate, type RpcTraffic } from './rpc-gate.ts'
 export { startRpcTunnel, type RpcTunnel, type RpcTunnelInit } from './rpc-tunnel.ts'
 export { startRpcService, type RpcService, type RpcServiceInit } from './rpc-service.ts'
+export { RpcIsolationError, RpcMuxError } from './errors.ts'
+export {
+  checkCommand,
+  checkGraph,
+  tensorBytes,
+  GGML_OP_COUNT,
+  type BufferRange,
+  type SessionScope,
+  type CheckedCommand
+} from './rpc-isolation.ts'
+export {
+  startRpcMux,
+  type RpcMux,
+  type RpcMuxInit,
+  type MuxSessionEnd,
+  type MuxSessionInfo
+} from './rpc-mux.ts'
+export { roundRobin, type MuxScheduler, type MuxSessionView } from './mux-scheduler.ts'
+export { listenRpcMux, type MuxListener } from './mux-listener.ts'

@@ -1,0 +1,30 @@
+import { createServer, type Server } from 'node:net'
+import type { RpcMux } from './rpc-mux.ts'
+
+export interface MuxListener {
+  readonly port: number
+  /** `127.0.0.1:<port>`, as llama-server's `--rpc` wants it. */
+  readonly endpoint: string
+  close(): Promise<void>
+}
+
+/**
+ * Serves the multiplexer to local TCP clients on 127.0.0.1, each connection one session: what a
+ * llama-server on the same machine (or a test) dials instead of the rpc-server itself.
+ */
+export async function listenRpcMux(mux: RpcMux, port = 0): Promise<MuxListener> {
+  const server: Server = createServer({ noDelay: true }, (socket) => {
+    void mux.attach(socket, `tcp:${socket.remotePort ?? 0}`)
+  })
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject)
+    server.listen(port, '127.0.0.1', resolve)
+  })
+  const address = server.address()
+  const bound = typeof address === 'object' && address !== null ? address.port : port
+  return {
+    port: bound,
+    endpoint: `127.0.0.1:${bound}`,
+    close: () => new Promise((resolve) => server.close(() => resolve()))
+  }
+}
