@@ -1,0 +1,308 @@
+import assert from 'node:assert/strict'
+import { connect, createServer, type Server, type Socket } from 'node:net'
+import { after, before, beforeEach, describe, it } from 'node:test'
+import {
+  CONN_CAPS_SIZE,
+  REQUEST_HEADER_SIZE,
+  RpcCommand,
+  RpcRequestParser,
+  encodeRequest,
+  encodeResponse,
+  encodeTensor,
+  silentLogger
+} from '@frankenstein-mesh/llama'
+import { listenRpcMux, startRpcMux, type MuxListener, type RpcMux } from '../src/index.ts'
+
+const u32 = (n: number): Buffer => {
+  const b = Buffer.alloc(4)
+  b.writeUInt32LE(n)
+  return b
+}
+const u64 = (n: bigint): Buffer => {
+  const b = Buffer.alloc(8)
+  b.writeBigUInt64LE(n)
+  return b
+}
+
+interface Seen {
+  readonly command: RpcCommand
+  readonly payload: Buffer
+}
+
+/**
+ * A stand-in rpc-server that records every command it gets and answers as rpc-server would:
+ * buffer `n` is at pointer n * 0x1000 with its bytes at n * 0x100000. ALLOC_BUFFER replies can
+ * be held back, to let a session close before its reply comes.
+ */
+class FakeRpcServer {
+  readonly seen: Seen[] = []
+  /** Every HELLO payload (the transport caps), never cleared. */
+  readonly hellos: Buffer[] = []
+  holdAllocs = false
+  private held: Array<() => void> = []
+  private buffers = 0
+  private server: Server | undefined
+  port = 0
+
+  async start(): Promise<void> {
+    this.server = createServer((socket) => this.serve(socket))
+    await new Promise<void>((resolve) => this.server?.listen(0, '127.0.0.1', resolve))
+    const address = this.server.address()
+    this.port = typeof address === 'object' && address !== null ? address.port : 0
+  }
+
+  release(): void {
+    for (const send of this.held.splice(0)) send()
+  }
+
+  of(command: RpcCommand): Seen[] {
+    return this.seen.filter((s) => s.command === command)
+  }
+
+  async stop(): Promise<void> {
+    await new Promise((resolve) => this.server?.close(resolve))
+  }
+
+  private serve(socket: Socket): void {
+    const parser = new RpcRequestParser({
+      headSize: (_command, size) => size,
+      onFrame: ({ command, bytes }) => {
+        const payload = Buffer.from(bytes.subarray(REQUEST_HEADER_SIZE))
+        this.seen.push({ command, payload })
+        if (command === RpcCommand.Hello) this.hellos.push(payload)
+        const reply = this.answer(command, payload)
+        if (reply === undefined) return
+        const send = (): void => void socket.write(encodeResponse(reply))
+        if (command === RpcCommand.AllocBuffer && this.holdAllocs) this.held.push(send)
+        else send()
+      }
+    })
+    socket.on('data', (chunk) => parser.push(chunk))
+    socket.on('error', () => {})
+  }
+
+  private answer(command: RpcCommand, payload: Buffer): Buffer | undefined {
+    switch (command) {
+      case RpcCommand.Hello:
+        return Buffer.concat([Buffer.from([6, 0, 0, 0]), Buffer.alloc(CONN_CAPS_SIZE)])
+      case RpcCommand.DeviceCount:
+        return u32(1)
+      case RpcCommand.AllocBuffer: {
+        const n = BigInt(++this.buffers)
+        return Buffer.concat([u64(n * 0x1000n), payload.subarray(4, 12)])
+      }
+      case RpcCommand.BufferGetBase:
+        return u64((payload.readBigUInt64LE(0) / 0x1000n) * 0x100000n)
+      case RpcCommand.GetTensor:
+        return Buffer.alloc(Number(payload.readBigUInt64LE(296 + 8)))
+      case RpcCommand.GetDeviceMemory:
+        return Buffer.concat([u64(1n << 30n), u64(2n << 30n)])
+      default:
+        return undefined
+    }
+  }
+}
+
+/** A raw client of the multiplexer. */
+class Client {
+  private data = Buffer.alloc(0)
+  readonly socket: Socket
+  readonly closed: Promise<void>
+
+  constructor(port: number) {
+    this.socket = connect({ host: '127.0.0.1', port })
+    this.socket.on('data', (chunk: Buffer) => (this.data = Buffer.concat([this.data, chunk])))
+    this.socket.on('error', () => {})
+    this.closed = new Promise((resolve) => this.socket.once('close', () => resolve()))
+  }
+
+  send(command: RpcCommand, payload: Buffer = Buffer.alloc(0)): void {
+    this.socket.write(encodeRequest(command, payload))
+  }
+
+  async read(n: number): Promise<Buffer> {
+    await until(`${n} reply bytes`, () => this.data.length >= 8 + n)
+    const reply = this.data.subarray(8, 8 + n)
+    this.data = this.data.subarray(8 + n)
+    return reply
+  }
+
+  async hello(): Promise<Buffer> {
+    this.send(RpcCommand.Hello, Buffer.alloc(CONN_CAPS_SIZE, 0xaa))
+    return await this.read(4 + CONN_CAPS_SIZE)
+  }
+
+  /** ALLOC_BUFFER of `size` bytes; the pointer and base rpc-server gave. */
+  async alloc(size: bigint): Promise<{ ptr: bigint; base: bigint }> {
+    this.send(RpcCommand.AllocBuffer, Buffer.concat([u32(0), u64(size)]))
+    const ptr = (await this.read(16)).readBigUInt64LE(0)
+    return { ptr, base: (ptr / 0x1000n) * 0x100000n }
+  }
+}
+
+async function until(what: string, condition: () => boolean): Promise<void> {
+  const deadline = Date.now() + 5_000
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
+    await new Promise((resolve) => setTimeout(resolve, 10))
+  }
+}
+
+function graph(id: bigint, buffer: bigint, base: bigint): Buffer {
+  const tensor = encodeTensor({ id, buffer, data: base, type: 0, ne: [4, 1, 1, 1], nb: [4, 16, 16, 16] })
+  return Buffer.concat([u32(0), u32(1), u64(id), u32(1), tensor])
+}
+
+describe('RPC multiplexer', () => {
+  let upstream: FakeRpcServer
+  let mux: RpcMux
+  let listener: MuxListener
+  const clients: Client[] = []
+  const client = (): Client => {
+    const c = new Client(listener.port)
+    clients.push(c)
+    return c
+  }
+
+  before(async () => {
+    upstream = new FakeRpcServer()
+    await upstream.start()
+    mux = await startRpcMux({ upstreamPort: upstream.port, logger: silentLogger(), pieceSize: 100 })
+    listener = await listenRpcMux(mux)
+  })
+
+  beforeEach(() => {
+    upstream.seen.length = 0
+  })
+
+  after(async () => {
+    for (const c of clients) c.socket.destroy()
+    await listener.close()
+    mux.close()
+    await upstream.stop()
+  })
+
+  it('says HELLO upstream once, caps zeroed, and answers every session its HELLO itself', async () => {
+    const [a, b] = [client(), client()]
+    for (const reply of [await a.hello(), await b.hello()]) {
+      assert.deepEqual(reply, Buffer.concat([Buffer.from([6, 0, 0, 0]), Buffer.alloc(CONN_CAPS_SIZE)]))
+    }
+    assert.deepEqual(upstream.hellos, [Buffer.alloc(CONN_CAPS_SIZE)], 'one HELLO upstream, caps zeroed')
+    assert.equal(mux.version.major, 6)
+    assert.equal(mux.deviceCount, 1)
+  })
+
+  it('clears a new buffer and learns its base before the session gets it', async () => {
+    const a = client()
+    await a.hello()
+    const { ptr } = await a.alloc(4096n)
+    assert.deepEqual(
+      upstream.seen.map((s) => s.command),
+      [RpcCommand.AllocBuffer, RpcCommand.BufferClear, RpcCommand.BufferGetBase]
+    )
+    assert.equal(upstream.of(RpcCommand.BufferClear)[0]?.payload.readBigUInt64LE(0), ptr)
+  })
+
+  it("frees a session's buffers upstream when its connection ends", async () => {
+    const a = client()
+    await a.hello()
+    const ptrs = [(await a.alloc(64n)).ptr, (await a.alloc(64n)).ptr]
+    a.socket.destroy()
+    await until('two frees', () => upstream.of(RpcCommand.FreeBuffer).length === 2)
+    assert.deepEqual(
+      upstream.of(RpcCommand.FreeBuffer).map((s) => s.payload.readBigUInt64LE(0)),
+      ptrs
+    )
+  })
+
+  it('frees an ALLOC_BUFFER whose reply comes after its session closed', async () => {
+    const a = client()
+    await a.hello()
+    upstream.holdAllocs = true
+    a.send(RpcCommand.AllocBuffer, Buffer.concat([u32(0), u64(64n)]))
+    await until('the ALLOC_BUFFER upstream', () => upstream.of(RpcCommand.AllocBuffer).length === 1)
+    const open = mux.sessions().length
+    a.socket.destroy()
+    await a.closed
+    await until('the session gone', () => mux.sessions().length === open - 1)
+    upstream.holdAllocs = false
+    upstream.release()
+    await until('the free', () => upstream.of(RpcCommand.FreeBuffer).length === 1)
+    assert.equal(upstream.of(RpcCommand.BufferClear).length, 0, 'nothing but the free')
+  })
+
+  it("sends a session's own GRAPH_COMPUTE for its GRAPH_RECOMPUTE when another session computed", async () => {
+    const [a, b] = [client(), client()]
+    await a.hello()
+    await b.hello()
+    const bufA = await a.alloc(4096n)
+    const bufB = await b.alloc(4096n)
+    const graphA = graph(1n, bufA.ptr, bufA.base)
+    a.send(RpcCommand.GraphCompute, graphA)
+    a.send(RpcCommand.GraphRecompute, u32(0))
+    await until("A's recompute", () => upstream.of(RpcCommand.GraphRecompute).length === 1)
+    b.send(RpcCommand.GraphCompute, graph(2n, bufB.ptr, bufB.base))
+    await until("B's compute", () => upstream.of(RpcCommand.GraphCompute).length === 2)
+    a.send(RpcCommand.GraphRecompute, u32(0))
+    a.send(RpcCommand.GraphRecompute, u32(0))
+    await until('the restore', () => upstream.of(RpcCommand.GraphCompute).length === 3)
+    await until('the recompute', () => upstream.of(RpcCommand.GraphRecompute).length === 2)
+    const computes = upstream.seen.filter(
+      (s) => s.command === RpcCommand.GraphCompute || s.command === RpcCommand.GraphRecompute
+    )
+    assert.deepEqual(
+      computes.map((s) => s.command),
+      [
+        RpcCommand.GraphCompute,
+        RpcCommand.GraphRecompute,
+        RpcCommand.GraphCompute,
+        RpcCommand.GraphCompute,
+        RpcCommand.GraphRecompute
+      ]
+    )
+    assert.deepEqual(computes[3]?.payload, graphA, "A's own graph was restored")
+    assert.ok(mux.sessions().some((s) => s.graphRestores === 1))
+  })
+
+  it('forwards a large SET_TENSOR as pieces at increasing offsets', async () => {
+    const a = client()
+    await a.hello()
+    const buf = await a.alloc(4096n)
+    const data = Buffer.from(Array.from({ length: 1000 }, (_, i) => i % 251))
+    const tensor = encodeTensor({
+      buffer: buf.ptr,
+      data: buf.base,
+      type: 0,
+      ne: [256, 1, 1, 1],
+      nb: [4, 1024, 1024, 1024]
+    })
+    a.send(RpcCommand.SetTensor, Buffer.concat([tensor, u64(8n), data]))
+    await until('ten pieces', () => upstream.of(RpcCommand.SetTensor).length === 10)
+    const pieces = upstream.of(RpcCommand.SetTensor)
+    assert.deepEqual(
+      pieces.map((p) => p.payload.readBigUInt64LE(296)),
+      Array.from({ length: 10 }, (_, i) => BigInt(8 + i * 100))
+    )
+    assert.deepEqual(Buffer.concat(pieces.map((p) => p.payload.subarray(304))), data)
+  })
+
+  it("drops only the session that reaches for another's buffer; nothing of it goes upstream", async () => {
+    const [a, b] = [client(), client()]
+    await a.hello()
+    await b.hello()
+    const bufA = await a.alloc(4096n)
+    const tensor = encodeTensor({
+      buffer: bufA.ptr,
+      data: bufA.base,
+      type: 0,
+      ne: [4, 1, 1, 1],
+      nb: [4, 16, 16, 16]
+    })
+    const read = Buffer.concat([tensor, u64(0n), u64(16n)])
+    b.send(RpcCommand.GetTensor, read)
+    await b.closed
+    assert.equal(upstream.of(RpcCommand.GetTensor).length, 0)
+    a.send(RpcCommand.GetTensor, read)
+    assert.deepEqual(await a.read(16), Buffer.alloc(16), 'the owner reads on')
+  })
+})
