@@ -31,6 +31,8 @@ import { PROMPTS, createScratch, greedyCompletion, testBinaries, type Scratch } 
 /** A second model, different in shape and weights, so that mixing the two up shows in the tokens. */
 const OTHER_MODEL: LlamaModelSpec = { ...TINY_MODEL, name: 'tiny-other', layers: 4, seed: 7 }
 const LONG = 48
+/** The quota of a pool whose model does not fit: 4 MiB. */
+const SMALL = 4 * 1024 * 1024
 
 interface Expected {
   readonly short: ReadonlyMap<string, readonly number[]>
@@ -135,7 +137,8 @@ describe('two pools through one multiplexed rpc-server', { timeout: 300_000 }, (
   let expected: [Expected, Expected]
   let rpc: RpcServer
   let mux: RpcMux
-  let listener: MuxListener
+  /** One local port per pool: a pool's llama-server dials its own. */
+  let listeners: Record<'a' | 'b' | 'hostile' | 'small', MuxListener>
   let servers: [LlamaServer, LlamaServer]
 
   before(async () => {
@@ -144,16 +147,27 @@ describe('two pools through one multiplexed rpc-server', { timeout: 300_000 }, (
     models = [await scratch.model(TINY_MODEL), await scratch.model(OTHER_MODEL)]
     expected = [await dedicatedTokens(bins, models[0]), await dedicatedTokens(bins, models[1])]
     rpc = await startRpcServer({ binary: bins.rpcServer, logger })
-    mux = await startRpcMux({ upstreamPort: rpc.port, logger })
-    listener = await listenRpcMux(mux)
-    const start = (model: string): Promise<LlamaServer> =>
-      startLlamaServer({ binary: bins.llamaServer, model, logger, rpc: [listener.endpoint] })
-    servers = await Promise.all([start(models[0]), start(models[1])])
+    mux = await startRpcMux({
+      upstreamPort: rpc.port,
+      logger,
+      quota: (pool) => (pool === 'small' ? SMALL : undefined)
+    })
+    const listen = (pool: string): Promise<MuxListener> => listenRpcMux(mux, { pool })
+    listeners = {
+      a: await listen('a'),
+      b: await listen('b'),
+      hostile: await listen('hostile'),
+      small: await listen('small')
+    }
+    servers = await Promise.all([
+      startLlamaServer({ binary: bins.llamaServer, model: models[0], logger, rpc: [listeners.a.endpoint] }),
+      startLlamaServer({ binary: bins.llamaServer, model: models[1], logger, rpc: [listeners.b.endpoint] })
+    ])
   })
 
   after(async () => {
     await Promise.all(servers.map((s) => s.stop()))
-    await listener.close()
+    await Promise.all(Object.values(listeners).map((l) => l.close()))
     mux.close()
     await rpc.stop()
     await scratch.remove()
@@ -172,12 +186,12 @@ describe('two pools through one multiplexed rpc-server', { timeout: 300_000 }, (
   it('keeps both models resident: many alternating requests, no reload', async () => {
     const loaded = (): ReturnType<RpcMux['sessions']> => mux.sessions().filter((s) => s.buffers.length > 0)
     const before = loaded()
-    assert.equal(before.length, 2, 'one loaded session per pool')
+    assert.deepEqual(before.map((s) => s.pool).sort(), ['a', 'b'], 'one loaded session per pool')
     const held = before.reduce((sum, s) => sum + s.heldBytes, 0)
     const modelBytes = models.map((m) => statSync(m).size)
-    const bySize = [...before].sort((a, b) => a.heldBytes - b.heldBytes)
-    for (const [i, bytes] of [...modelBytes].sort((a, b) => a - b).entries()) {
-      assert.ok((bySize[i]?.heldBytes ?? 0) > bytes * 0.9, `session ${i} holds its model (${bytes} bytes)`)
+    for (const [i, pool] of ['a', 'b'].entries()) {
+      const holds = mux.pools().find((p) => p.pool === pool)?.heldBytes ?? 0
+      assert.ok(holds > (modelBytes[i] ?? 0) * 0.9, `pool ${pool} holds its model (${modelBytes[i]} bytes)`)
     }
     const rss = residentBytes(rpc.process.pid)
     assert.ok(rss !== undefined && rss > held, `rpc-server RSS ${rss} covers both sessions' ${held} bytes`)
@@ -204,13 +218,13 @@ describe('two pools through one multiplexed rpc-server', { timeout: 300_000 }, (
       uploaded < Math.min(...modelBytes) / 4,
       `only inputs were uploaded (${uploaded} bytes), no weights`
     )
-    assert.ok(mux.sessions().reduce((sum, s) => sum + s.graphRestores, 0) > 0, 'graphs were restored')
+    assert.ok(mux.stats().graphRestores > 0, 'graphs were restored')
   })
 
   it('drops a hostile session alone; the pools go on and rpc-server keeps running', async () => {
-    const victim = mux.sessions().find((s) => s.buffers.length > 0)?.buffers[0]
+    const victim = mux.sessions().find((s) => s.pool === 'a' && s.buffers.length > 0)?.buffers[0]
     assert.ok(victim !== undefined)
-    const probe = await RawSession.open(listener.port)
+    const probe = await RawSession.open(listeners.hostile.port)
     const probeBuffer = await withRealBuffer(probe)
     assert.ok(probeBuffer !== undefined, 'an honest raw session gets a buffer')
     probe.write(
@@ -228,7 +242,7 @@ describe('two pools through one multiplexed rpc-server', { timeout: 300_000 }, (
     ]
     const count = shapesFor(probeBuffer).length
     for (let k = 0; k < count; k++) {
-      const hostile = await RawSession.open(listener.port)
+      const hostile = await RawSession.open(listeners.hostile.port)
       const own = await withRealBuffer(hostile)
       assert.ok(own !== undefined, `attack ${k}: the session opened`)
       const [name, attack] = shapesFor(own)[k] as [string, Buffer]
@@ -243,27 +257,39 @@ describe('two pools through one multiplexed rpc-server', { timeout: 300_000 }, (
       assert.equal(await hostile.read(1, 100), undefined, `${name}: nothing came back`)
       assert.ok(rpc.process.running, `${name}: rpc-server still runs`)
     }
-    await waitFor(
-      'hostile buffers freed',
-      () => mux.sessions().filter((s) => s.buffers.length > 0).length === 2
-    )
+    await waitFor('hostile buffers freed', () => !mux.pools().some((p) => p.pool === 'hostile'))
     for (const [i, server] of servers.entries()) {
       const got = await greedyCompletion(server.url, PROMPTS[1] as string)
       assert.deepEqual(got.tokens, expected[i]?.short.get(PROMPTS[1] as string), `pool ${i} still correct`)
     }
-    const session = await RawSession.open(listener.port)
+    assert.ok(mux.stats().dropped >= count - 1, `${mux.stats().dropped} hostile sessions dropped`)
+    const session = await RawSession.open(listeners.hostile.port)
     session.write(HELLO)
     assert.ok((await session.read(8 + 28)) !== undefined, 'the multiplexer still takes sessions')
     session.destroy()
   })
 
+  it('refuses a pool the memory past its quota; its model cannot load, the others go on', async () => {
+    await assert.rejects(
+      startLlamaServer({
+        binary: bins.llamaServer,
+        model: models[1],
+        logger,
+        rpc: [listeners.small.endpoint]
+      }),
+      'a model larger than the quota does not load'
+    )
+    assert.ok(mux.stats().refusedAllocs > 0, 'because its allocations were refused')
+    await waitFor('the small pool gone', () => !mux.pools().some((p) => p.pool === 'small'))
+    for (const [i, server] of servers.entries()) {
+      const got = await greedyCompletion(server.url, PROMPTS[2] as string)
+      assert.deepEqual(got.tokens, expected[i]?.short.get(PROMPTS[2] as string), `pool ${i} unaffected`)
+    }
+  })
+
   it("frees a SIGKILLed pool's memory while the other pool generates correctly", async () => {
-    const loaded = mux
-      .sessions()
-      .filter((s) => s.buffers.length > 0)
-      .sort((a, b) => b.heldBytes - a.heldBytes)
-    const doomed = loaded[0] // the larger model: pool 0's
-    assert.ok(doomed !== undefined && loaded.length === 2)
+    const doomed = mux.sessions().find((s) => s.pool === 'a' && s.buffers.length > 0)
+    assert.ok(doomed !== undefined)
     const rssBefore = residentBytes(rpc.process.pid) ?? 0
     const other = greedyCompletion(servers[1].url, PROMPTS[0] as string, LONG)
     void greedyCompletion(servers[0].url, PROMPTS[0] as string, LONG).catch(() => undefined)
@@ -272,7 +298,7 @@ describe('two pools through one multiplexed rpc-server', { timeout: 300_000 }, (
     await waitFor('pool 0 generating', () => commands() > start + 50)
     await servers[0].process.kill()
     assert.deepEqual((await other).tokens, expected[1].long, 'pool 1 generated its own tokens throughout')
-    await waitFor('the killed session gone', () => mux.sessions().every((s) => s.id !== doomed.id))
+    await waitFor('the killed pool gone', () => !mux.pools().some((p) => p.pool === 'a'))
     await waitFor(
       'rpc-server memory released',
       () => (residentBytes(rpc.process.pid) ?? rssBefore) < rssBefore - doomed.heldBytes / 2

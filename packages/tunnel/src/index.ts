@@ -17,6 +17,9 @@ export {
   type RpcMux,
   type RpcMuxInit,
   type MuxSessionEnd,
+  type MuxPoolInfo,
+  type MuxStats,
+  type AttachOptions,
   type MuxSessionInfo
 } from './rpc-mux.ts'
 export { roundRobin, type MuxScheduler, type MuxSessionView } from './mux-scheduler.ts'

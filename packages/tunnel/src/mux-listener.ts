@@ -9,12 +9,16 @@ export interface MuxListener {
 }
 
 /**
- * Serves the multiplexer to local TCP clients on 127.0.0.1, each connection one session: what a
- * llama-server on the same machine (or a test) dials instead of the rpc-server itself.
+ * Serves the multiplexer to local TCP clients on 127.0.0.1, each connection one session of
+ * `pool`: what a llama-server on the same machine (or a test) dials instead of the rpc-server.
  */
-export async function listenRpcMux(mux: RpcMux, port = 0): Promise<MuxListener> {
+export async function listenRpcMux(
+  mux: RpcMux,
+  options: { readonly port?: number | undefined; readonly pool?: string | undefined } = {}
+): Promise<MuxListener> {
+  const port = options.port ?? 0
   const server: Server = createServer({ noDelay: true }, (socket) => {
-    void mux.attach(socket, `tcp:${socket.remotePort ?? 0}`)
+    void mux.attach(socket, { pool: options.pool, label: `tcp:${socket.remotePort ?? 0}` })
   })
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject)

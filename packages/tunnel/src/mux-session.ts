@@ -39,6 +39,8 @@ export type QueuedCommand =
 
 export interface MuxSessionInit {
   readonly id: number
+  /** The pool the session works for: quotas and, later, compute shares are per pool. */
+  readonly pool: string
   readonly label: string
   readonly socket: Duplex
   readonly deviceCount: number
@@ -64,9 +66,12 @@ const LOW_WATER = 2 * 1024 * 1024
  */
 export class MuxSession implements SessionScope {
   readonly id: number
+  readonly pool: string
   readonly label: string
   readonly socket: Duplex
   readonly deviceCount: number
+  /** Bytes of the ALLOC_BUFFER forwarded and not answered yet (counted against the pool's quota). */
+  reserved = 0
   /** Buffers the session may name now: its FREE_BUFFER removes one at once. */
   readonly buffers = new Map<bigint, BufferRange>()
   /** Buffers rpc-server holds for the session until their FREE_BUFFER has been sent: freed on close. */
@@ -77,7 +82,14 @@ export class MuxSession implements SessionScope {
   /** A response-bearing command was forwarded and its whole reply has not been written back yet. */
   awaiting = false
   closed = false
-  readonly counters = { commands: 0, requestBytes: 0, responseBytes: 0, uploadBytes: 0, graphRestores: 0 }
+  readonly counters = {
+    commands: 0,
+    requestBytes: 0,
+    responseBytes: 0,
+    uploadBytes: 0,
+    graphRestores: 0,
+    refusedAllocs: 0
+  }
   private readonly init: MuxSessionInit
   private readonly parser: RpcRequestParser
   private upload: { piece: Buffer; fill: number; offset: bigint; left: number; head: Uint8Array } | null =
@@ -86,6 +98,7 @@ export class MuxSession implements SessionScope {
   constructor(init: MuxSessionInit) {
     this.init = init
     this.id = init.id
+    this.pool = init.pool
     this.label = init.label
     this.socket = init.socket
     this.deviceCount = init.deviceCount

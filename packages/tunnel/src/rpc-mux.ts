@@ -6,8 +6,10 @@ import {
   RESPONSE_HEADER_SIZE,
   RPC_PROTOCOL_VERSION,
   RpcCommand,
+  RpcProtocolError,
   RpcResponseParser,
   encodeRequest,
+  encodeResponse,
   type ExpectedResponse,
   type RpcResponseFrame,
   type RpcVersion
@@ -30,6 +32,11 @@ export interface RpcMuxInit {
   readonly maxUnreadBytes?: number | undefined
   /** Which session's command goes upstream next (default round robin). */
   readonly scheduler?: MuxScheduler | undefined
+  /**
+   * Buffer bytes a pool may hold in rpc-server (undefined: no quota). Asked at every ALLOC_BUFFER
+   * and GET_DEVICE_MEMORY, so it may change as pools come and go.
+   */
+  readonly quota?: ((pool: string) => number | undefined) | undefined
   /** Bounds the connect, HELLO and DEVICE_COUNT (default 5 s). */
   readonly timeoutMs?: number | undefined
 }
@@ -42,6 +49,7 @@ export interface MuxSessionEnd {
 
 export interface MuxSessionInfo {
   readonly id: number
+  readonly pool: string
   readonly label: string
   /** The session's buffers in rpc-server: remote pointer, first byte, size. */
   readonly buffers: ReadonlyArray<{ readonly ptr: bigint } & BufferRange>
@@ -53,14 +61,40 @@ export interface MuxSessionInfo {
   readonly uploadBytes: number
   /** GRAPH_RECOMPUTEs sent as the session's own last GRAPH_COMPUTE, another session having computed. */
   readonly graphRestores: number
+  /** ALLOC_BUFFERs answered "out of memory" by the multiplexer: they were past the pool's quota. */
+  readonly refusedAllocs: number
+}
+
+export interface MuxPoolInfo {
+  readonly pool: string
+  readonly sessions: number
+  readonly heldBytes: number
+  readonly quota: number | undefined
+}
+
+export interface MuxStats {
+  readonly sessions: number
+  /** Sessions dropped for breaking isolation. */
+  readonly dropped: number
+  readonly graphRestores: number
+  readonly refusedAllocs: number
+}
+
+export interface AttachOptions {
+  readonly pool?: string | undefined
+  /** For logs: where the session comes from. */
+  readonly label?: string | undefined
 }
 
 export interface RpcMux {
   readonly version: RpcVersion
   readonly deviceCount: number
   /** Serves one RPC client on `socket` (a llama-server's TCP connection or a tunnel stream). */
-  attach(socket: Duplex, label?: string): Promise<MuxSessionEnd>
+  attach(socket: Duplex, options?: AttachOptions): Promise<MuxSessionEnd>
   sessions(): MuxSessionInfo[]
+  pools(): MuxPoolInfo[]
+  /** Totals since the start, ended sessions included. */
+  stats(): MuxStats
   /** Resolves when the upstream connection ends, with the reason if it failed. */
   readonly closed: Promise<Error | undefined>
   close(): void
@@ -107,6 +141,7 @@ class Multiplexer implements RpcMux {
   /** Which session's graph rpc-server holds now, per device. */
   private readonly graphOwner = new Map<number, MuxSession>()
   private nextId = 1
+  private readonly totals = { dropped: 0, graphRestores: 0, refusedAllocs: 0 }
   private blocked = false
   private failure: Error | null = null
   /** The session a streaming GET_TENSOR reply is going to, and how much of it is left. */
@@ -169,11 +204,12 @@ class Multiplexer implements RpcMux {
     this.log.info({ version: this.version, devices: this.deviceCount }, 'rpc-server multiplexed')
   }
 
-  attach(socket: Duplex, label = ''): Promise<MuxSessionEnd> {
+  attach(socket: Duplex, options: AttachOptions = {}): Promise<MuxSessionEnd> {
     const id = this.nextId++
     const session = new MuxSession({
       id,
-      label,
+      pool: options.pool ?? '',
+      label: options.label ?? '',
       socket,
       deviceCount: this.deviceCount,
       version: this.version,
@@ -205,14 +241,39 @@ class Multiplexer implements RpcMux {
   sessions(): MuxSessionInfo[] {
     return [...this.live.values()].map(({ session: s }) => ({
       id: s.id,
+      pool: s.pool,
       label: s.label,
       buffers: [...s.buffers].map(([ptr, range]) => ({ ptr, ...range })),
       heldBytes: s.heldBytes,
       queuedBytes: s.queuedBytes,
       commands: s.counters.commands,
       uploadBytes: s.counters.uploadBytes,
-      graphRestores: s.counters.graphRestores
+      graphRestores: s.counters.graphRestores,
+      refusedAllocs: s.counters.refusedAllocs
     }))
+  }
+
+  stats(): MuxStats {
+    return { sessions: this.nextId - 1, ...this.totals }
+  }
+
+  pools(): MuxPoolInfo[] {
+    const pools = new Map<string, number>()
+    for (const { session } of this.live.values()) pools.set(session.pool, (pools.get(session.pool) ?? 0) + 1)
+    return [...pools].map(([pool, sessions]) => ({
+      pool,
+      sessions,
+      heldBytes: this.used(pool),
+      quota: this.init.quota?.(pool)
+    }))
+  }
+
+  /** Bytes a pool holds in rpc-server, with its allocations under way. */
+  private used(pool: string): number {
+    let sum = 0
+    for (const { session } of this.live.values())
+      if (session.pool === pool) sum += session.heldBytes + session.reserved
+    return sum
   }
 
   close(): void {
@@ -230,10 +291,11 @@ class Multiplexer implements RpcMux {
     session.held.clear()
     const entry = this.live.get(session.id)
     this.live.delete(session.id)
-    const fields = { session: session.id, label: session.label, freedBytes: freed }
-    if (error instanceof RpcIsolationError)
+    const fields = { session: session.id, pool: session.pool, label: session.label, freedBytes: freed }
+    if (error instanceof RpcIsolationError || error instanceof RpcProtocolError) {
+      this.totals.dropped++
       this.log.warn({ ...fields, code: error.code, err: error.message }, 'rpc session dropped')
-    else this.log.debug({ ...fields, err: error?.message }, 'rpc session ended')
+    } else this.log.debug({ ...fields, err: error?.message }, 'rpc session ended')
     entry?.end({ id: session.id, error })
     this.pump()
   }
@@ -284,6 +346,12 @@ class Multiplexer implements RpcMux {
       return null
     }
     if (item.kind === 'recompute') return this.recompute(session, item)
+    if (item.command === RpcCommand.AllocBuffer && !this.withinQuota(session, item.frame)) {
+      session.counters.refusedAllocs++
+      this.totals.refusedAllocs++
+      this.reply(session, encodeResponse(new Uint8Array(16)))
+      return null
+    }
     if (item.command === RpcCommand.GraphCompute) {
       const device = Buffer.from(item.frame.buffer, item.frame.byteOffset).readUInt32LE(9)
       this.graphOwner.set(device, session)
@@ -292,11 +360,26 @@ class Multiplexer implements RpcMux {
     return { frame: item.frame, response: item.response, owner: { session }, onSent: item.onSent }
   }
 
+  /** An allocation the pool's quota allows is reserved until its reply; one past it is refused. */
+  private withinQuota(session: MuxSession, frame: Uint8Array): boolean {
+    const size = Number(Buffer.from(frame.buffer, frame.byteOffset, frame.byteLength).readBigUInt64LE(9 + 4))
+    const quota = this.init.quota?.(session.pool)
+    if (quota !== undefined && this.used(session.pool) + size > quota) {
+      this.log.debug({ session: session.id, pool: session.pool, size, quota }, 'allocation over quota')
+      return false
+    }
+    session.reserved = size
+    return true
+  }
+
   /** rpc-server recomputes the last graph it got: another session's, unless we restore ours first. */
   private recompute(session: MuxSession, item: Extract<QueuedCommand, { kind: 'recompute' }>): Outgoing {
     const ours = this.graphOwner.get(item.device) === session
     this.graphOwner.set(item.device, session)
-    if (!ours) session.counters.graphRestores++
+    if (!ours) {
+      session.counters.graphRestores++
+      this.totals.graphRestores++
+    }
     return { frame: ours ? item.frame : item.graph.frame, response: null, owner: null }
   }
 
@@ -309,7 +392,12 @@ class Multiplexer implements RpcMux {
     }
     const { session } = owner
     if (frame.command === RpcCommand.AllocBuffer) {
+      session.reserved = 0
       this.allocated(session, frame.bytes.slice())
+      return
+    }
+    if (frame.command === RpcCommand.GetDeviceMemory) {
+      this.reply(session, this.withinQuotaMemory(session.pool, frame.bytes.slice()))
       return
     }
     if (frame.command === RpcCommand.GetTensor && frame.payloadSize > 0) {
@@ -318,6 +406,19 @@ class Multiplexer implements RpcMux {
       return
     }
     this.reply(session, frame.bytes)
+  }
+
+  /** GET_DEVICE_MEMORY as the pool sees it: its quota as total, what is left of it as free. */
+  private withinQuotaMemory(pool: string, reply: Uint8Array): Uint8Array {
+    const quota = this.init.quota?.(pool)
+    if (quota === undefined) return reply
+    const view = Buffer.from(reply.buffer, reply.byteOffset, reply.byteLength)
+    const free = view.readBigUInt64LE(RESPONSE_HEADER_SIZE)
+    const total = view.readBigUInt64LE(RESPONSE_HEADER_SIZE + 8)
+    const left = BigInt(Math.max(0, quota - this.used(pool)))
+    view.writeBigUInt64LE(free < left ? free : left, RESPONSE_HEADER_SIZE)
+    view.writeBigUInt64LE(total < BigInt(quota) ? total : BigInt(quota), RESPONSE_HEADER_SIZE + 8)
+    return reply
   }
 
   private onResponseBody(bytes: Uint8Array): void {
