@@ -13,7 +13,6 @@ export {
   type CheckedCommand
 } from './rpc-isolation.ts'
 export {
-  startRpcMux,
   type RpcMux,
   type RpcMuxInit,
   type MuxSessionEnd,
@@ -21,6 +20,7 @@ export {
   type MuxStats,
   type AttachOptions,
   type MuxSessionInfo
-} from './rpc-mux.ts'
+} from './mux-types.ts'
+export { startRpcMux } from './rpc-mux.ts'
 export { roundRobin, type MuxScheduler, type MuxSessionView } from './mux-scheduler.ts'
 export { listenRpcMux, type MuxListener } from './mux-listener.ts'

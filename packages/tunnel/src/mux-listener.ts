@@ -1,5 +1,5 @@
 import { createServer, type Server } from 'node:net'
-import type { RpcMux } from './rpc-mux.ts'
+import type { RpcMux } from './mux-types.ts'
 
 export interface MuxListener {
   readonly port: number
