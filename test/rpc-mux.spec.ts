@@ -75,9 +75,10 @@ function f32(buffer: bigint, data: bigint, id = 1n): Buffer {
 function attacks(victim: RealBuffer, own: RealBuffer): Array<[string, Buffer]> {
   const read = (tensor: Buffer): Buffer =>
     encodeRequest(RpcCommand.GetTensor, Buffer.concat([tensor, u64(0n), u64(64n)]))
-  const computeOn = (tensor: Buffer): Buffer => {
+  /** A one-node graph: GGML_OP_DUP (1) by default, GGML_OP_ADD (2) for a node without sources. */
+  const computeOn = (tensor: Buffer, op = 1): Buffer => {
     const node = Buffer.from(tensor)
-    node.writeUInt32LE(1, TensorField.op) // GGML_OP_DUP
+    node.writeUInt32LE(op, TensorField.op)
     return encodeRequest(RpcCommand.GraphCompute, Buffer.concat([u32(0), u32(1), u64(1n), u32(1), node]))
   }
   return [
@@ -117,6 +118,10 @@ function attacks(victim: RealBuffer, own: RealBuffer): Array<[string, Buffer]> {
     ["ask for the base of another pool's buffer", encodeRequest(RpcCommand.BufferGetBase, u64(victim.ptr))],
     ["compute on another pool's buffer", computeOn(f32(victim.ptr, victim.base))],
     ['compute on a raw pointer', computeOn(f32(0n, victim.base))],
+    [
+      'compute an op without the sources it reads (rpc-server would fault)',
+      computeOn(f32(own.ptr, own.base), 2)
+    ],
     ["recompute another pool's stored graph", encodeRequest(RpcCommand.GraphRecompute, u32(0))]
   ]
 }

@@ -7,7 +7,6 @@ export {
   checkCommand,
   checkGraph,
   tensorBytes,
-  GGML_OP_COUNT,
   type BufferRange,
   type SessionScope,
   type CheckedCommand
@@ -24,3 +23,4 @@ export {
 export { startRpcMux } from './rpc-mux.ts'
 export { roundRobin, type MuxScheduler, type MuxSessionView } from './mux-scheduler.ts'
 export { listenRpcMux, type MuxListener } from './mux-listener.ts'
+export { GGML_OPS, GGML_OP_COUNT, requiredSources } from './ggml-ops.ts'

@@ -8,6 +8,7 @@ import {
   commandName
 } from '@frankenstein-mesh/llama'
 import { RpcIsolationError } from './errors.ts'
+import { GGML_OPS, GGML_OP_COUNT, requiredSources } from './ggml-ops.ts'
 
 /** One server buffer: where its bytes start in rpc-server's memory, and how many there are. */
 export interface BufferRange {
@@ -26,9 +27,6 @@ export interface CheckedCommand {
   readonly device: number | undefined
   readonly buffers: ReadonlySet<bigint>
 }
-
-/** `GGML_OP_COUNT` at the llama.cpp commit we build: an op past it aborts rpc-server's compute. */
-export const GGML_OP_COUNT = 101
 
 const T = RPC_TENSOR_SIZE
 const P = REQUEST_HEADER_SIZE
@@ -239,7 +237,15 @@ export function checkGraph(payload: Uint8Array, scope: SessionScope): CheckedCom
   for (let i = 0; i < nodes; i++) known(b.readBigUInt64LE(8 + i * 8), 'node')
   for (let i = 0; i < count; i++) {
     const at = tensorsAt + i * T
-    for (let s = 0; s < GGML_MAX_SRC; s++) known(b.readBigUInt64LE(at + TensorField.src + 8 * s), 'source')
+    const needed = requiredSources(b.readUInt32LE(at + TensorField.op))
+    for (let s = 0; s < GGML_MAX_SRC; s++) {
+      const src = b.readBigUInt64LE(at + TensorField.src + 8 * s)
+      if (src === 0n && s < needed) {
+        const op = GGML_OPS[b.readUInt32LE(at + TensorField.op)] ?? '?'
+        fail('ERR_MUX_BAD_GRAPH', `${what}: GGML_OP_${op} needs ${needed} sources, source ${s} is missing`)
+      }
+      known(src, 'source')
+    }
     known(b.readBigUInt64LE(at + TensorField.viewSrc), 'view source')
   }
   return { device, buffers }

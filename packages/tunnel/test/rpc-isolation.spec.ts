@@ -9,7 +9,14 @@ import {
   encodeTensor,
   type RpcTensor
 } from '@frankenstein-mesh/llama'
-import { RpcIsolationError, checkCommand, tensorBytes, type SessionScope } from '../src/index.ts'
+import {
+  GGML_OPS,
+  RpcIsolationError,
+  checkCommand,
+  requiredSources,
+  tensorBytes,
+  type SessionScope
+} from '../src/index.ts'
 
 const u32 = (n: number): Buffer => {
   const b = Buffer.alloc(4)
@@ -182,15 +189,15 @@ describe('RPC isolation checks', () => {
 
   it('checks every tensor of a graph, its sources and its nodes', () => {
     const a = f32(BASE, 16, { id: 1n })
-    const b = f32(BASE + 64n, 16, { id: 2n, op: 2, src: [1n] })
+    const b = f32(BASE + 64n, 16, { id: 2n, op: 2, src: [1n, 1n] })
     const ok = check(graph([2n], [a, b]))
     assert.equal(ok.device, 0)
     assert.deepEqual([...ok.buffers], [OWN])
     refused(
-      graph([2n], [a, f32(BASE + 64n, 16, { id: 2n, op: 2, src: [1n], buffer: OTHER })]),
+      graph([2n], [a, f32(BASE + 64n, 16, { id: 2n, op: 2, src: [1n, 1n], buffer: OTHER })]),
       'ERR_MUX_FOREIGN_BUFFER'
     )
-    refused(graph([2n], [a, f32(BASE + 64n, 16, { id: 2n, op: 2, src: [77n] })]), 'ERR_MUX_BAD_GRAPH')
+    refused(graph([2n], [a, f32(BASE + 64n, 16, { id: 2n, op: 2, src: [1n, 77n] })]), 'ERR_MUX_BAD_GRAPH')
     refused(graph([42n], [a]), 'ERR_MUX_BAD_GRAPH')
     refused(graph([1n], [f32(BASE, 4, { id: 1n, op: 9999 })]), 'ERR_MUX_BAD_GRAPH')
     refused(graph([1n], [a], 3), 'ERR_MUX_BAD_DEVICE')
@@ -198,6 +205,18 @@ describe('RPC isolation checks', () => {
     claimsMore.writeUInt32LE(0xffffffff, 9 + 4)
     refused(claimsMore, 'ERR_MUX_BAD_GRAPH')
     refused(Buffer.concat([graph([1n], [a]), Buffer.alloc(8)]).fill(0, 1, 9), 'ERR_MUX_BAD_GRAPH')
+  })
+
+  it('refuses a node that lacks the sources its op reads (rpc-server would dereference null)', () => {
+    const a = f32(BASE, 16, { id: 1n })
+    // GGML_OP_ADD (2) reads two sources, GGML_OP_MUL_MAT (29) two, GGML_OP_SCALE (32) one.
+    refused(graph([2n], [a, f32(BASE + 64n, 16, { id: 2n, op: 2 })]), 'ERR_MUX_BAD_GRAPH')
+    refused(graph([2n], [a, f32(BASE + 64n, 16, { id: 2n, op: 2, src: [1n] })]), 'ERR_MUX_BAD_GRAPH')
+    refused(graph([2n], [a, f32(BASE + 64n, 16, { id: 2n, op: 29, src: [0n, 1n] })]), 'ERR_MUX_BAD_GRAPH')
+    check(graph([2n], [a, f32(BASE + 64n, 16, { id: 2n, op: 29, src: [1n, 1n] })]))
+    check(graph([2n], [a, f32(BASE + 64n, 16, { id: 2n, op: 32, src: [1n] })]))
+    assert.equal(GGML_OPS[29], 'MUL_MAT')
+    assert.equal(requiredSources(0), 0, 'a leaf has no sources')
   })
 
   it('measures tensors as ggml_nbytes does, for plain and block types', () => {
