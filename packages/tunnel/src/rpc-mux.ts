@@ -50,7 +50,13 @@ interface Outgoing {
  */
 export async function startRpcMux(init: RpcMuxInit): Promise<RpcMux> {
   const mux = new Multiplexer(init)
-  await mux.start(init.timeoutMs ?? 5_000)
+  try {
+    await mux.start(init.timeoutMs ?? 5_000)
+  } catch (err) {
+    // rpc-server serves one client at a time: a connection we gave up on must not keep it.
+    mux.close()
+    throw err
+  }
   return mux
 }
 

@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict'
 import { after, before, beforeEach, describe, it } from 'node:test'
+import { createServer } from 'node:net'
 import { CONN_CAPS_SIZE, RpcCommand, encodeTensor, silentLogger } from '@frankenstein-mesh/llama'
-import { listenRpcMux, startRpcMux, type MuxListener, type RpcMux } from '../src/index.ts'
+import { RpcMuxError, listenRpcMux, startRpcMux, type MuxListener, type RpcMux } from '../src/index.ts'
 import { Client, FakeRpcServer, u32, u64, until } from './fixtures/fake-rpc-server.ts'
 
 function graph(id: bigint, buffer: bigint, base: bigint): Buffer {
@@ -160,5 +161,36 @@ describe('RPC multiplexer', () => {
     assert.equal(upstream.of(RpcCommand.GetTensor).length, 0)
     a.send(RpcCommand.GetTensor, read)
     assert.deepEqual(await a.read(16), Buffer.alloc(16), 'the owner reads on')
+  })
+})
+
+describe('RPC multiplexer start', () => {
+  it('gives up on an rpc-server that does not answer its HELLO, and lets go of it', async () => {
+    let closed = false
+    const silent = createServer((socket) => socket.resume().on('close', () => (closed = true)))
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve))
+    const address = silent.address()
+    const port = typeof address === 'object' && address !== null ? address.port : 0
+    try {
+      await assert.rejects(
+        startRpcMux({ upstreamPort: port, logger: silentLogger(), timeoutMs: 200 }),
+        (err: unknown) => err instanceof RpcMuxError && err.code === 'ERR_MUX_UPSTREAM_TIMEOUT'
+      )
+      await until('the connection closed', () => closed)
+    } finally {
+      silent.close()
+    }
+  })
+
+  it('fails at once when nothing listens', async () => {
+    const free = createServer()
+    await new Promise<void>((resolve) => free.listen(0, '127.0.0.1', resolve))
+    const address = free.address()
+    const port = typeof address === 'object' && address !== null ? address.port : 0
+    await new Promise((resolve) => free.close(resolve))
+    await assert.rejects(
+      startRpcMux({ upstreamPort: port, logger: silentLogger() }),
+      (err: unknown) => err instanceof RpcMuxError && err.code === 'ERR_MUX_UPSTREAM_CLOSED'
+    )
   })
 })
