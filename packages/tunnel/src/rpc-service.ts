@@ -7,8 +7,11 @@ import { RpcGate, type RpcTraffic } from './rpc-gate.ts'
 
 export interface RpcServiceInit {
   readonly node: Libp2p
-  /** Port of the worker's rpc-server on 127.0.0.1. */
-  readonly rpcServerPort: number | (() => number)
+  /**
+   * Port of the worker's rpc-server on 127.0.0.1, or of whatever stands for it for this peer (with
+   * concurrent sharing, the multiplexer's port for the peer's pool).
+   */
+  readonly rpcServerPort: number | ((peer: string) => number)
   readonly logger: Logger
   /** Decides whether a peer's stream may reach rpc-server; refused streams are reset at once. */
   readonly authorize?: ((connection: Connection) => boolean) | undefined
@@ -47,7 +50,7 @@ export async function startRpcService(init: RpcServiceInit): Promise<RpcService>
     }
     const gate = new RpcGate()
     open.set(stream, { peer, gate })
-    const socket = connect({ host: '127.0.0.1', port: port(), noDelay: true, allowHalfOpen: true })
+    const socket = connect({ host: '127.0.0.1', port: port(peer), noDelay: true, allowHalfOpen: true })
     const onActivity = init.onActivity
     const fromStream: Gate =
       onActivity === undefined
