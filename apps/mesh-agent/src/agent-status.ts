@@ -20,6 +20,33 @@ export interface AgentStatus {
       readonly revokeBy?: number | undefined
     } | null
     readonly waiting: readonly string[]
+    /** Every holder: several at once with concurrent sharing. */
+    readonly holders: ReadonlyArray<{
+      readonly pool: string
+      readonly peer: string
+      readonly id: number
+      readonly grantedAt: number
+      readonly quotaBytes?: number | undefined
+    }>
+  }
+  /** How pools share rpc-server, and with concurrent sharing, the multiplexer's sessions. */
+  readonly sharing: {
+    readonly mode: 'exclusive' | 'concurrent'
+    readonly multiplexer?: {
+      readonly up: boolean
+      /** Sessions since the start, those dropped for breaking isolation, graph restores, refused allocations. */
+      readonly sessions: number
+      readonly dropped: number
+      readonly graphRestores: number
+      readonly refusedAllocs: number
+      /** Live sessions per pool, the buffer bytes they hold, the pool's quota. */
+      readonly pools: ReadonlyArray<{
+        readonly pool: string
+        readonly sessions: number
+        readonly heldBytes: number
+        readonly quotaBytes?: number | undefined
+      }>
+    }
   }
   readonly rpcServer: {
     readonly port: number
@@ -83,9 +110,12 @@ export function formatStatus(status: AgentStatus): string {
     `peer      ${status.peerId}`,
     ...status.addresses.map((a, i) => `${i === 0 ? 'addresses' : '         '} ${a}`),
     `rpc-server 127.0.0.1:${status.rpcServer.port} ${status.rpcServer.state}, ${status.rpcServer.restarts} restarts${status.rpcServer.lastLoss === null ? '' : `, last lost: ${status.rpcServer.lastLoss}`}`,
-    holder === null
-      ? 'lease     none'
-      : `lease     ${holder.id} held by pool ${holder.pool} (${holder.peer}) since ${new Date(holder.grantedAt).toISOString()}${holder.revokeBy === undefined ? '' : `, revoked: yield by ${new Date(holder.revokeBy).toISOString()}`}`,
+    `sharing   ${status.sharing.mode}${muxLine(status.sharing.multiplexer, mib)}`,
+    status.lease.holders.length > 1
+      ? `leases    ${status.lease.holders.map((h) => `${h.id} held by pool ${h.pool} (${h.peer})`).join('; ')}`
+      : holder === null
+        ? 'lease     none'
+        : `lease     ${holder.id} held by pool ${holder.pool} (${holder.peer}) since ${new Date(holder.grantedAt).toISOString()}${holder.revokeBy === undefined ? '' : `, revoked: yield by ${new Date(holder.revokeBy).toISOString()}`}`,
     `waiting   ${status.lease.waiting.length === 0 ? 'nobody' : status.lease.waiting.join(', ')}`,
     'pools:'
   ]
@@ -100,4 +130,13 @@ export function formatStatus(status: AgentStatus): string {
     `credits   ${c.recorded} receipts recorded, ${c.disputes} disputed since start${c.balances.map((b) => `; ${b.pool}: ${b.credit.toFixed(4)}`).join('')}`
   )
   return lines.join('\n')
+}
+
+function muxLine(mux: AgentStatus['sharing']['multiplexer'], mib: (n: number) => string): string {
+  if (mux === undefined) return ''
+  const pools = mux.pools.map(
+    (p) =>
+      `${p.pool}: ${p.sessions} sessions, ${mib(p.heldBytes)}${p.quotaBytes === undefined ? '' : ` of ${mib(p.quotaBytes)}`}`
+  )
+  return `, multiplexer ${mux.up ? 'up' : 'down'}${pools.length === 0 ? '' : ` (${pools.join('; ')})`}, ${mux.dropped} sessions dropped, ${mux.refusedAllocs} allocations refused`
 }

@@ -27,7 +27,10 @@ import type { Logger } from 'pino'
 import { NO_TRAFFIC, addTraffic, type AgentStatus, type PoolTraffic } from './agent-status.ts'
 import type { JoinOptions } from './config.ts'
 import { AgentError } from './errors.ts'
+import { ConcurrentScheduler } from './concurrent-scheduler.ts'
+import type { LeasePolicy } from './lease-policy.ts'
 import { LeaseScheduler } from './lease-scheduler.ts'
+import { MuxHost } from './mux-host.ts'
 import { LeaseService } from './lease-service.ts'
 import { PoolAuthority, invitesFile, resolveMemberships } from './memberships.ts'
 import { ReceiptClerk } from './receipts.ts'
@@ -76,14 +79,28 @@ export async function startAgent(options: JoinOptions, logger: Logger): Promise<
   })
   const pools = memberships.map((m) => m.name)
   const offered = options.memory ?? Math.floor(rpc.device.free * 0.8)
-  const scheduler = new LeaseScheduler({
-    pools: memberships,
-    now: Date.now,
-    minSliceMs: options.minSlice * 1000,
-    graceMs: options.grace * 1000,
-    leaseTtlMs: options.leaseTtl * 1000,
-    idleMs: options.idle * 1000
-  })
+  const scheduler: LeasePolicy =
+    options.sharing === 'concurrent'
+      ? new ConcurrentScheduler({
+          pools: memberships,
+          now: Date.now,
+          offeredBytes: offered,
+          leaseTtlMs: options.leaseTtl * 1000
+        })
+      : new LeaseScheduler({
+          pools: memberships,
+          now: Date.now,
+          minSliceMs: options.minSlice * 1000,
+          graceMs: options.grace * 1000,
+          leaseTtlMs: options.leaseTtl * 1000,
+          idleMs: options.idle * 1000
+        })
+  // Concurrent sharing: the multiplexer is rpc-server's one client, one local port per pool.
+  const mux =
+    options.sharing === 'concurrent'
+      ? new MuxHost({ upstreamPort: rpc.port, pools, quota: (p) => scheduler.quota(p), logger })
+      : undefined
+  await mux?.start()
   const ledger = Ledger.open(options.ledger ?? `${options.identity}.ledger.sqlite`)
   let liveTraffic: (peer: string) => RpcTraffic[] = () => []
   const clerk = new ReceiptClerk({
@@ -116,11 +133,19 @@ export async function startAgent(options: JoinOptions, logger: Logger): Promise<
     { maxBytes: MAX_POOL_UPDATE_BYTES }
   )
   const traffic = new Map<string, PoolTraffic>()
+  const muxPort = (peer: string): number | undefined => {
+    const pool = leases.poolOf(peer)
+    return pool === undefined ? undefined : mux?.portFor(pool)
+  }
   const service = await startRpcService({
     node,
-    rpcServerPort: rpc.port,
+    // A holder's streams go to its pool's multiplexer port with concurrent sharing.
+    rpcServerPort: (peer) => muxPort(peer) ?? rpc.port(),
     logger,
-    authorize: (connection) => connection.remotePeer.toString() === leases.holderPeer,
+    authorize: (connection) => {
+      const peer = connection.remotePeer.toString()
+      return leases.holds(peer) && (mux === undefined || muxPort(peer) !== undefined)
+    },
     onActivity: (peer) => {
       const pool = leases.poolOf(peer)
       if (pool !== undefined) scheduler.activity(pool)
@@ -135,21 +160,26 @@ export async function startAgent(options: JoinOptions, logger: Logger): Promise<
   leases.on('ended', (_lease, peer) => service.closePeer(peer))
   rpc.events?.on('lost', (reason) => {
     // Who held it when it died: a client can make rpc-server abort (docs/security.md).
-    const holder = leases.holder
-    if (holder !== undefined)
+    for (const holder of leases.holders)
       logger.warn({ reason, pool: holder.pool, peer: holder.peer }, 'rpc-server lost during a lease')
     leases.rpcServerState('lost')
   })
-  rpc.events?.on('restored', () => leases.rpcServerState('restored'))
+  rpc.events?.on('restored', () => {
+    // The holders hear of it once the multiplexer runs again, so their new sessions find it.
+    void (mux?.restart() ?? Promise.resolve()).then(() => leases.rpcServerState('restored'))
+  })
   await leases.start()
   const advertFor = (pool: PoolName): WorkerAdvert | undefined => {
     if (!pools.includes(pool)) return undefined
-    const holder = leases.holder
+    // Concurrent sharing: each pool sees its quota, and the worker as leased only by itself.
+    const quota = scheduler.quota(pool)
+    const holder = quota === undefined ? leases.holder : leases.holders.find((h) => h.pool === pool)
+    const lent = quota ?? offered
     return {
       type: 'advert',
       version: 1,
       pools,
-      memory: { offered, free: holder === undefined ? offered : 0 },
+      memory: { offered: lent, free: holder === undefined ? lent : 0 },
       accelerator: rpc.accelerator,
       rpcProtocol: rpc.rpcProtocol,
       lease: holder === undefined ? { state: 'idle' } : { state: 'leased', pool: holder.pool },
@@ -170,9 +200,10 @@ export async function startAgent(options: JoinOptions, logger: Logger): Promise<
   // A pool's traffic: its ended connections, and the holder's open ones as of now.
   const withLive = (pool: string): PoolTraffic => {
     const ended = traffic.get(pool) ?? NO_TRAFFIC
-    const holder = leases.holder
-    if (holder?.pool !== pool) return ended
-    return service.live(holder.peer).reduce(addTraffic, ended)
+    return leases.holders
+      .filter((h) => h.pool === pool)
+      .flatMap((h) => service.live(h.peer))
+      .reduce(addTraffic, ended)
   }
   const status = (): AgentStatus => {
     const usage = scheduler.usage()
@@ -196,8 +227,16 @@ export async function startAgent(options: JoinOptions, logger: Logger): Promise<
                 grantedAt: holder.lease.grantedAt,
                 revokeBy: holder.lease.revokeBy
               },
-        waiting: leases.waiting
+        waiting: leases.waiting,
+        holders: leases.holders.map((h) => ({
+          pool: h.pool,
+          peer: h.peer,
+          id: h.lease.id,
+          grantedAt: h.lease.grantedAt,
+          quotaBytes: h.lease.quotaBytes
+        }))
       },
+      sharing: sharingStatus(scheduler.sharing, mux),
       rpcServer: rpc.state(),
       rpcConnections: service.open,
       credits: { recorded: clerk.recorded, disputes: clerk.disputes, balances: ledger.balances() }
@@ -214,9 +253,31 @@ export async function startAgent(options: JoinOptions, logger: Logger): Promise<
       rendezvous.stop()
       await leases.stop(options.grace * 1000)
       await service.stop()
+      await mux?.stop()
       await node.stop()
       await rpc.stop()
       ledger.close()
+    }
+  }
+}
+
+function sharingStatus(
+  mode: AgentStatus['sharing']['mode'],
+  mux: MuxHost | undefined
+): AgentStatus['sharing'] {
+  if (mux === undefined) return { mode }
+  const view = mux.view()
+  return {
+    mode,
+    multiplexer: {
+      up: view.up,
+      ...view.stats,
+      pools: view.pools.map((p) => ({
+        pool: p.pool,
+        sessions: p.sessions,
+        heldBytes: p.heldBytes,
+        quotaBytes: p.quota
+      }))
     }
   }
 }

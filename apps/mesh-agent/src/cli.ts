@@ -97,6 +97,14 @@ export function buildProgram(signal: AbortSignal): Command {
       'propose a signed receipt for the lease held this often (and at its end), for credit',
       '300'
     )
+    .addOption(
+      new Option(
+        '--sharing <mode>',
+        'how the pools share rpc-server: "exclusive" grants one pool at a time a lease (time slices; each switch reloads a model); "concurrent" grants every pool a lease at once and multiplexes their RPC sessions onto rpc-server, no reloads, each pool limited to its weight\'s share of --memory'
+      )
+        .choices(['exclusive', 'concurrent'])
+        .default('exclusive')
+    )
     .option('--ledger <file>', 'the credit ledger (default: <identity>.ledger.sqlite)')
     .option('--control <socket>', 'local control socket for `status` and `leave` (default: <identity>.sock)')
     .action(async (raw: Record<string, unknown>) => {

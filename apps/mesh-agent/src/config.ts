@@ -82,7 +82,9 @@ export const JoinOptions = z
     ledger: z.string().min(1).optional(),
     grace: z.coerce.number().min(0).max(3_600).default(30),
     leaseTtl: z.coerce.number().min(1).max(3_600).default(60),
-    idle: z.coerce.number().min(1).max(86_400).default(60)
+    idle: z.coerce.number().min(1).max(86_400).default(60),
+    /** How pools share rpc-server: one at a time (time slices), or side by side (the multiplexer). */
+    sharing: z.enum(['exclusive', 'concurrent']).default('exclusive')
   })
   .refine(
     (o) => new Set(o.pool.map((p) => p.name ?? p.invite)).size === o.pool.length,

@@ -15,6 +15,9 @@
  * cost the heavier pool 8% of its share (1.84:1 instead of 2:1), with 6 h it is about 1%.
  */
 
+import type { LeaseSharing } from '@frankenstein-mesh/protocol'
+import type { LeasePolicy } from './lease-policy.ts'
+
 export interface PoolShare {
   readonly name: string
   readonly weight: number
@@ -38,6 +41,10 @@ export interface Lease {
   readonly grantedAt: number
   /** Set once the holder has been asked to yield: it must release by then. */
   readonly revokeBy?: number | undefined
+  /** Absent: exclusive. */
+  readonly sharing?: LeaseSharing | undefined
+  /** Buffer bytes the pool may hold in rpc-server, with concurrent sharing. */
+  readonly quotaBytes?: number | undefined
 }
 
 export type LeaseAnswer =
@@ -59,7 +66,8 @@ interface PoolState {
   waiting: boolean
 }
 
-export class LeaseScheduler {
+export class LeaseScheduler implements LeasePolicy {
+  readonly sharing: LeaseSharing = 'exclusive'
   private readonly now: () => number
   private readonly minSliceMs: number
   private readonly graceMs: number
@@ -145,6 +153,15 @@ export class LeaseScheduler {
 
   private lastActivity(holder: Lease & { activeAt?: number }): number {
     return holder.activeAt ?? holder.grantedAt
+  }
+
+  free(): boolean {
+    return this.holder === undefined
+  }
+
+  /** An exclusive holder may use all the memory offered. */
+  quota(): undefined {
+    return undefined
   }
 
   /** Time each pool has used, decayed to now: the figure fairness is judged on. */

@@ -11,13 +11,14 @@ import {
   type RefusalReason
 } from '@frankenstein-mesh/protocol'
 import type { Logger } from 'pino'
-import type { Lease, LeaseScheduler, SchedulerAction } from './lease-scheduler.ts'
+import type { LeasePolicy } from './lease-policy.ts'
+import type { Lease, SchedulerAction } from './lease-scheduler.ts'
 import type { Verdict } from './memberships.ts'
 import type { Countersignature, LeaseBook, ReceiptClerk } from './receipts.ts'
 
 export interface LeaseServiceInit {
   readonly node: MeshNode
-  readonly scheduler: LeaseScheduler
+  readonly scheduler: LeasePolicy
   readonly logger: Logger
   /** Tells the holder to renew this often (the scheduler's lease TTL). */
   readonly ttlMs: number
@@ -44,6 +45,8 @@ interface Session {
   readonly channel: MessageChannel<OrchestratorLeaseMessage>
   /** Serial of the credential it proved its authority with: a revocation names it. */
   readonly serial: number
+  /** Bytes its plan places on this worker, as its request said. */
+  readonly memory?: number | undefined
   lease?: Lease | undefined
   book?: LeaseBook | undefined
   receiptTimer?: NodeJS.Timeout | undefined
@@ -76,16 +79,21 @@ export class LeaseService extends EventEmitter<LeaseServiceEvents> {
     this.log = init.logger.child({ component: 'lease-service' })
   }
 
-  /** The peer whose RPC streams may reach rpc-server now, if any. */
-  get holderPeer(): string | undefined {
-    return this.holderSession()?.peer
+  /** Whether a peer's RPC streams may reach rpc-server now: it holds a lease. */
+  holds(peer: string): boolean {
+    return this.holderSessions().some((s) => s.peer === peer)
   }
 
+  /** The (first) lease holder: with exclusive sharing, the only one. */
   get holder(): { pool: string; peer: string; lease: Lease } | undefined {
-    const session = this.holderSession()
-    return session?.lease === undefined
-      ? undefined
-      : { pool: session.pool, peer: session.peer, lease: session.lease }
+    return this.holders[0]
+  }
+
+  /** Every lease holder: several at once with concurrent sharing. */
+  get holders(): Array<{ pool: string; peer: string; lease: Lease }> {
+    return this.holderSessions().flatMap((s) =>
+      s.lease === undefined ? [] : [{ pool: s.pool, peer: s.peer, lease: s.lease }]
+    )
   }
 
   poolOf(peer: string): string | undefined {
@@ -118,11 +126,18 @@ export class LeaseService extends EventEmitter<LeaseServiceEvents> {
       await this.tell(session, { type: 'refused', version: 1, reason: 'agent-leaving' })
       await session.channel.close()
     }
-    const holder = this.holderSession()
-    if (holder?.lease !== undefined && noticeMs > 0) {
+    const holders = this.holderSessions()
+    if (holders.length > 0 && noticeMs > 0) {
       const deadline = Date.now() + noticeMs
-      await this.tell(holder, { type: 'revoke', version: 1, leaseId: holder.lease.id, revokeBy: deadline })
-      while (this.holderSession() === holder && Date.now() < deadline) await sleep(50)
+      for (const holder of holders)
+        if (holder.lease !== undefined)
+          await this.tell(holder, {
+            type: 'revoke',
+            version: 1,
+            leaseId: holder.lease.id,
+            revokeBy: deadline
+          })
+      while (this.holderSessions().length > 0 && Date.now() < deadline) await sleep(50)
     }
     for (const session of [...this.sessions]) {
       if (session.lease !== undefined) this.init.scheduler.release(session.lease.id)
@@ -158,7 +173,14 @@ export class LeaseService extends EventEmitter<LeaseServiceEvents> {
         await this.refuse(channel, peer, verdict.reason, verdict.message)
         return
       }
-      session = { peer, pool: first.pool, channel, serial: verdict.serial, answers: new Map() }
+      session = {
+        peer,
+        pool: first.pool,
+        channel,
+        serial: verdict.serial,
+        memory: first.memory,
+        answers: new Map()
+      }
       this.sessions.add(session)
       await this.ask(session)
       while (true) this.handle(session, await channel.receive())
@@ -205,8 +227,8 @@ export class LeaseService extends EventEmitter<LeaseServiceEvents> {
   }
 
   private async ask(session: Session): Promise<void> {
-    const answer = this.init.scheduler.request(session.pool)
-    if (answer.granted && this.holderSession() === undefined) {
+    const answer = this.init.scheduler.request(session.pool, session.memory)
+    if (answer.granted && !this.blocked(session.pool)) {
       await this.grant(session, answer.lease)
       return
     }
@@ -214,7 +236,7 @@ export class LeaseService extends EventEmitter<LeaseServiceEvents> {
       await this.tell(session, { type: 'refused', version: 1, reason: 'unknown-pool' })
       throw new Error(`unknown pool ${session.pool}`)
     }
-    const holder = this.holderSession()
+    const holder = this.holderSessions().find((s) => this.sharesOut(s, session.pool))
     const freeAt = answer.granted ? Date.now() + this.init.minSliceMs : answer.freeAt
     await this.tell(session, { type: 'busy', version: 1, holder: holder?.pool ?? session.pool, freeAt })
   }
@@ -241,13 +263,10 @@ export class LeaseService extends EventEmitter<LeaseServiceEvents> {
     this.applyEach(actions)
     // A session may be in line without the scheduler knowing (it asked while its own pool held
     // the worker): once the worker is free, it asks again.
-    const waiting = [...this.sessions].find((s) => s.lease === undefined)
-    if (
-      this.holderSession() === undefined &&
-      this.init.scheduler.current === undefined &&
-      waiting !== undefined
+    const waiting = [...this.sessions].find(
+      (s) => s.lease === undefined && !this.blocked(s.pool) && this.init.scheduler.free(s.pool)
     )
-      void this.ask(waiting)
+    if (waiting !== undefined) void this.ask(waiting)
   }
 
   private applyEach(actions: SchedulerAction[]): void {
@@ -287,7 +306,9 @@ export class LeaseService extends EventEmitter<LeaseServiceEvents> {
       pool: lease.pool,
       grantedAt: lease.grantedAt,
       ttlMs: this.init.ttlMs,
-      minSliceMs: this.init.minSliceMs
+      minSliceMs: this.init.minSliceMs,
+      sharing: lease.sharing ?? 'exclusive',
+      ...(lease.quotaBytes === undefined ? {} : { quotaBytes: lease.quotaBytes })
     }
     await this.tell(session, { type: 'granted', version: 1, lease: info })
   }
@@ -358,8 +379,17 @@ export class LeaseService extends EventEmitter<LeaseServiceEvents> {
     this.exchanges.delete(exchanging)
   }
 
-  private holderSession(): Session | undefined {
-    return [...this.sessions].find((s) => s.lease !== undefined)
+  private holderSessions(): Session[] {
+    return [...this.sessions].filter((s) => s.lease !== undefined)
+  }
+
+  /** Whether a held lease keeps `pool` out: any, with exclusive sharing; its own pool's, with concurrent. */
+  private blocked(pool: string): boolean {
+    return this.holderSessions().some((s) => this.sharesOut(s, pool))
+  }
+
+  private sharesOut(holder: Session, pool: string): boolean {
+    return holder.lease?.sharing !== 'concurrent' || holder.pool === pool
   }
 
   private async tell(session: Session, message: AgentLeaseMessage): Promise<void> {

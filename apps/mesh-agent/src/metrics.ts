@@ -21,9 +21,25 @@ export function agentMetrics(status: () => AgentStatus): ScrapedMetrics<AgentSta
   gauge('fm_agent_rpc_connections', 'RPC connections open through the agent', [], (g, s) =>
     g.set(s.rpcConnections)
   )
+  gauge(
+    'fm_agent_sharing_concurrent',
+    'pools share rpc-server concurrently (1) or one at a time (0)',
+    [],
+    (g, s) => g.set(s.sharing.mode === 'concurrent' ? 1 : 0)
+  )
+  gauge('fm_agent_mux_sessions', "a pool's RPC sessions open in the multiplexer", ['pool'], (g, s) => {
+    for (const p of s.sharing.multiplexer?.pools ?? []) g.set({ pool: p.pool }, p.sessions)
+  })
+  gauge(
+    'fm_agent_mux_held_bytes',
+    'buffer bytes a pool holds in rpc-server through the multiplexer',
+    ['pool'],
+    (g, s) => {
+      for (const p of s.sharing.multiplexer?.pools ?? []) g.set({ pool: p.pool }, p.heldBytes)
+    }
+  )
   gauge('fm_agent_lease_held', 'the pool holding the worker (1), by pool', ['pool'], (g, s) => {
-    const holder = s.lease.holder
-    if (holder !== null) g.set({ pool: holder.pool }, 1)
+    for (const h of s.lease.holders) g.set({ pool: h.pool }, 1)
   })
   gauge('fm_agent_pools_waiting', 'lease requests waiting in line', [], (g, s) =>
     g.set(s.lease.waiting.length)

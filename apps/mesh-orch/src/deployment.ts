@@ -100,7 +100,8 @@ export async function deploy(init: DeploymentInit): Promise<Deployment> {
       const i = init.plan.workers.findIndex((w) => w.id === id)
       return figuresOf(tunnels[i]?.traffic() ?? [])
     }
-    for (const worker of init.plan.workers) leases.push(await leaseOrBusy(init, worker.id, measured))
+    for (const worker of init.plan.workers)
+      leases.push(await leaseOrBusy(init, worker.id, worker.bytes, measured))
     for (const worker of init.plan.workers)
       tunnels.push(
         await startRpcTunnel({ node: init.node, peer: peerOf(init, worker.id), logger: init.logger })
@@ -134,6 +135,7 @@ export async function deploy(init: DeploymentInit): Promise<Deployment> {
 async function leaseOrBusy(
   init: DeploymentInit,
   id: string,
+  memory: number,
   measured: (id: string) => Figures
 ): Promise<LeaseHandle> {
   const countersign = init.countersign
@@ -145,6 +147,7 @@ async function leaseOrBusy(
       peer: peerOf(init, id),
       pool: init.pool,
       credential: init.credential,
+      memory,
       logger: init.logger,
       signal: AbortSignal.any([
         controller.signal,

@@ -18,6 +18,8 @@ export interface LeaseClientInit {
   readonly pool: PoolName
   /** `fm-cred:...`: the pool owner's word that we may act for the pool (agents require it). */
   readonly credential?: string | undefined
+  /** Bytes our plan places on this worker: the agent judges from it whether pools fit together. */
+  readonly memory?: number | undefined
   readonly logger: Logger
   /** Another pool holds the worker: told at once, then we wait in line on the same stream. */
   readonly onBusy?: ((holder: PoolName, freeAt: number) => void) | undefined
@@ -70,7 +72,13 @@ export async function acquireLease(init: LeaseClientInit): Promise<LeaseHandle> 
     // An agent that refuses at sight (rate limit) may close before our request is out: its
     // refusal is still there to read, and says more than the failed write.
     const unsent = await channel
-      .send({ type: 'request', version: 1, pool: init.pool, credential: init.credential })
+      .send({
+        type: 'request',
+        version: 1,
+        pool: init.pool,
+        credential: init.credential,
+        ...(init.memory === undefined ? {} : { memory: Math.ceil(init.memory) })
+      })
       .then(
         () => undefined,
         (err: unknown) => err
@@ -78,7 +86,10 @@ export async function acquireLease(init: LeaseClientInit): Promise<LeaseHandle> 
     const lease = await waitForGrant(channel, init).catch((err: unknown) => {
       throw err instanceof LeaseRefusedError || unsent === undefined ? err : unsent
     })
-    log.info({ lease: lease.id }, 'lease granted')
+    log.info(
+      { lease: lease.id, sharing: lease.sharing ?? 'exclusive', quota: lease.quotaBytes },
+      'lease granted'
+    )
     return holdLease(channel, lease, log, init.onReceipt)
   } catch (err) {
     channel.abort(err instanceof Error ? err : new Error(String(err)))

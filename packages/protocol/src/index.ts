@@ -5,6 +5,7 @@ export { WorkerAdvert, AdvertRequest, MAX_ADVERT_BYTES } from './advert.ts'
 export { decodeMessage, encodeMessage } from './message.ts'
 export {
   LeaseInfo,
+  LeaseSharing,
   LeaseEndReason,
   OrchestratorLeaseMessage,
   AgentLeaseMessage,

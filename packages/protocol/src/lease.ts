@@ -13,6 +13,9 @@ const ReceiptSeq = z.number().int().nonnegative().max(1_000_000)
 const Millis = SafeUint
 const LeaseId = SafeId
 
+export const LeaseSharing = z.enum(['exclusive', 'concurrent'])
+export type LeaseSharing = z.infer<typeof LeaseSharing>
+
 export const LeaseInfo = z.object({
   id: LeaseId,
   pool: PoolName,
@@ -20,7 +23,15 @@ export const LeaseInfo = z.object({
   /** Renew at least this often, or the lease ends. */
   ttlMs: Millis,
   /** The holder keeps the worker at least this long once granted (unless it releases). */
-  minSliceMs: Millis
+  minSliceMs: Millis,
+  /**
+   * How the worker is shared (absent from agents before issue 8: exclusive). `exclusive`: this
+   * lease holds the whole rpc-server for a time slice; `concurrent`: other pools' leases run
+   * beside it at the same time, each within its memory quota.
+   */
+  sharing: LeaseSharing.optional(),
+  /** With concurrent sharing: the buffer bytes this pool may hold in rpc-server. */
+  quotaBytes: SafeUint.optional()
 })
 export type LeaseInfo = z.infer<typeof LeaseInfo>
 
@@ -31,7 +42,12 @@ export const OrchestratorLeaseMessage = z.discriminatedUnion('type', [
     version: z.literal(1),
     pool: PoolName,
     /** `fm-cred:...`: the pool owner's signed word that the requester may act for the pool. */
-    credential: z.string().max(MAX_SIGNED_BYTES).optional()
+    credential: z.string().max(MAX_SIGNED_BYTES).optional(),
+    /**
+     * Bytes the pool's plan places on this worker (weights and KV cache): lets the agent tell
+     * whether the pools it serves fit in its memory together. Optional (older orchestrators).
+     */
+    memory: SafeUint.optional()
   }),
   z.object({ type: z.literal('renew'), version: z.literal(1), leaseId: LeaseId }),
   z.object({ type: z.literal('release'), version: z.literal(1), leaseId: LeaseId }),

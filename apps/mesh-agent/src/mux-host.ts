@@ -1,0 +1,114 @@
+import {
+  listenRpcMux,
+  startRpcMux,
+  type MuxListener,
+  type MuxPoolInfo,
+  type MuxStats,
+  type RpcMux
+} from '@frankenstein-mesh/tunnel'
+import type { Logger } from 'pino'
+
+export interface MuxHostInit {
+  /** The rpc-server's port on 127.0.0.1 (the same across supervisor restarts). */
+  readonly upstreamPort: () => number
+  readonly pools: readonly string[]
+  readonly quota: (pool: string) => number | undefined
+  readonly logger: Logger
+}
+
+/** What status shows of the multiplexer. */
+export interface MuxView {
+  readonly up: boolean
+  readonly pools: readonly MuxPoolInfo[]
+  readonly stats: MuxStats
+}
+
+const NO_STATS: MuxStats = { sessions: 0, dropped: 0, graphRestores: 0, refusedAllocs: 0 }
+
+/**
+ * Concurrent sharing's half of the agent: the multiplexer as rpc-server's one client, and one
+ * 127.0.0.1 port per pool where the RPC service sends that pool's lease holders' streams (each
+ * stream still passes the agent's gate and metering first). rpc-server lost: the multiplexer goes
+ * with it (every session dropped); restored: `restart` starts a new one on new ports.
+ */
+export class MuxHost {
+  private readonly init: MuxHostInit
+  private readonly log: Logger
+  private mux: RpcMux | undefined
+  private listeners = new Map<string, MuxListener>()
+  private totals: MuxStats = NO_STATS
+  private restarting: Promise<void> | undefined
+
+  constructor(init: MuxHostInit) {
+    this.init = init
+    this.log = init.logger.child({ component: 'mux-host' })
+  }
+
+  async start(): Promise<void> {
+    const mux = await startRpcMux({
+      upstreamPort: this.init.upstreamPort(),
+      logger: this.init.logger,
+      quota: (pool) => this.init.quota(pool)
+    })
+    const listeners = new Map<string, MuxListener>()
+    for (const pool of this.init.pools) listeners.set(pool, await listenRpcMux(mux, { pool }))
+    this.mux = mux
+    this.listeners = listeners
+    void mux.closed.then((err) => {
+      if (this.mux !== mux) return
+      if (err !== undefined) this.log.warn({ err: err.message }, 'multiplexer closed')
+      void this.retire()
+    })
+  }
+
+  /** Where a pool's sessions go; undefined while the multiplexer is down. */
+  portFor(pool: string): number | undefined {
+    return this.listeners.get(pool)?.port
+  }
+
+  /** rpc-server is back after a loss: a new multiplexer on it, the old one's totals kept. */
+  restart(): Promise<void> {
+    this.restarting ??= (async () => {
+      await this.retire()
+      await this.start().catch((err: unknown) =>
+        this.log.error({ err: (err as Error).message }, 'multiplexer restart failed')
+      )
+    })().finally(() => (this.restarting = undefined))
+    return this.restarting
+  }
+
+  view(): MuxView {
+    const live = this.mux?.stats() ?? NO_STATS
+    return {
+      up: this.mux !== undefined,
+      pools: this.mux?.pools() ?? [],
+      stats: {
+        sessions: this.totals.sessions + live.sessions,
+        dropped: this.totals.dropped + live.dropped,
+        graphRestores: this.totals.graphRestores + live.graphRestores,
+        refusedAllocs: this.totals.refusedAllocs + live.refusedAllocs
+      }
+    }
+  }
+
+  async stop(): Promise<void> {
+    await this.retire()
+  }
+
+  private async retire(): Promise<void> {
+    const mux = this.mux
+    if (mux === undefined) return
+    this.mux = undefined
+    const stats = mux.stats()
+    this.totals = {
+      sessions: this.totals.sessions + stats.sessions,
+      dropped: this.totals.dropped + stats.dropped,
+      graphRestores: this.totals.graphRestores + stats.graphRestores,
+      refusedAllocs: this.totals.refusedAllocs + stats.refusedAllocs
+    }
+    const listeners = [...this.listeners.values()]
+    this.listeners = new Map()
+    mux.close()
+    await Promise.all(listeners.map((l) => l.close()))
+  }
+}
