@@ -27,13 +27,13 @@ const run = promisify(execFile)
 const AGENT = join(import.meta.dirname, '..', 'apps', 'mesh-agent', 'src', 'bin.ts')
 /** A second model, different in shape and weights, so that mixing the two up shows in the tokens. */
 const OTHER_MODEL: LlamaModelSpec = { ...TINY_MODEL, name: 'tiny-other', layers: 4, seed: 7 }
-const POOLS = ['a', 'b'] as const
 const TOKENS = 16
 
 interface Status {
   pools: Array<{ name: string; traffic: { connections: number; uploadBytes: number; computes: number } }>
   lease: { holders: Array<{ pool: string; id: number; quotaBytes?: number }> }
   sharing: {
+    setting: string
     mode: string
     multiplexer?: {
       up: boolean
@@ -43,6 +43,9 @@ interface Status {
     }
   }
 }
+
+/** Each model's tokens on a dedicated rpc-server, computed once for every suite here. */
+let dedicated: Promise<[Map<string, number[]>, Map<string, number[]>]> | undefined
 
 /** The tokens a model gives on a dedicated rpc-server, with the orchestrator's context and slots. */
 async function dedicatedTokens(bins: LlamaBinaries, model: string): Promise<Map<string, number[]>> {
@@ -67,63 +70,84 @@ async function dedicatedTokens(bins: LlamaBinaries, model: string): Promise<Map<
   }
 }
 
-describe(
-  'one agent shares its rpc-server with two pools at once (--sharing concurrent)',
-  { timeout: 300_000 },
-  () => {
-    let bins: LlamaBinaries
-    let scratch: Scratch
-    let models: [string, string]
-    let expected: [Map<string, number[]>, Map<string, number[]>]
-    let agent: AgentProcess
-    const orchestrators: OrchestratorProcess[] = []
-    const status = async (): Promise<Status> => {
+interface Suite {
+  readonly name: string
+  /** Pool names: unique per suite, since orchestrators find agents by mDNS on this host. */
+  readonly pools: readonly [string, string]
+  readonly join: readonly string[]
+}
+
+/** A short scratch folder name: control sockets live there, and their paths are bounded. */
+const scratchName = (suite: Suite): string => `agent-${suite.pools[0]}`
+
+/** One agent, one rpc-server, two real orchestrators of two pools with two different models. */
+function sharedWorker(suite: Suite): {
+  status: () => Promise<Status>
+  orchestrators: OrchestratorProcess[]
+  models: () => [string, string]
+  expected: () => [Map<string, number[]>, Map<string, number[]>]
+} {
+  let scratch: Scratch
+  let models: [string, string]
+  let expected: [Map<string, number[]>, Map<string, number[]>]
+  let agent: AgentProcess | undefined
+  const orchestrators: OrchestratorProcess[] = []
+  before(async () => {
+    const bins: LlamaBinaries = await testBinaries()
+    scratch = await createScratch(scratchName(suite))
+    models = [await scratch.model(TINY_MODEL), await scratch.model(OTHER_MODEL)]
+    const [first, second] = models
+    dedicated ??= (async () => [await dedicatedTokens(bins, first), await dedicatedTokens(bins, second)])()
+    expected = await dedicated
+    agent = await spawnAgent([
+      '--pool',
+      suite.pools[0],
+      '--pool',
+      suite.pools[1],
+      ...loopbackJoinArgs({ identity: join(scratch.dir, 'agent.key'), rpcServer: bins.rpcServer }),
+      ...suite.join
+    ])
+    for (const [i, pool] of suite.pools.entries())
+      orchestrators.push(
+        await spawnOrchestrator(
+          loopbackServeArgs({
+            pool,
+            identity: join(scratch.dir, `orch-${pool}.key`),
+            llamaServer: bins.llamaServer,
+            model: models[i] as string
+          })
+        )
+      )
+  })
+  after(async () => {
+    await Promise.all(orchestrators.map((o) => o.stop()))
+    await agent?.stop()
+    await scratch.remove()
+  })
+  return {
+    status: async () => {
       const identity = join(scratch.dir, 'agent.key')
       const { stdout } = await run(process.execPath, [AGENT, 'status', '--identity', identity, '--json'])
       return JSON.parse(stdout) as Status
-    }
+    },
+    orchestrators,
+    models: () => models,
+    expected: () => expected
+  }
+}
 
-    before(async () => {
-      bins = await testBinaries()
-      scratch = await createScratch('agent-concurrent')
-      models = [await scratch.model(TINY_MODEL), await scratch.model(OTHER_MODEL)]
-      expected = [await dedicatedTokens(bins, models[0]), await dedicatedTokens(bins, models[1])]
-      agent = await spawnAgent([
-        '--pool',
-        'a',
-        '--pool',
-        'b',
-        ...loopbackJoinArgs({ identity: join(scratch.dir, 'agent.key'), rpcServer: bins.rpcServer }),
-        '--sharing',
-        'concurrent',
-        '--memory',
-        '1GiB'
-      ])
-      for (const [i, pool] of POOLS.entries())
-        orchestrators.push(
-          await spawnOrchestrator(
-            loopbackServeArgs({
-              pool,
-              identity: join(scratch.dir, `orch-${pool}.key`),
-              llamaServer: bins.llamaServer,
-              model: models[i] as string
-            })
-          )
-        )
-    })
-    after(async () => {
-      await Promise.all(orchestrators.map((o) => o.stop()))
-      await agent.stop()
-      await scratch.remove()
-    })
+function concurrentSuite(suite: Suite, quotaOk: (quota: number | undefined, model: number) => boolean): void {
+  describe(suite.name, { timeout: 300_000 }, () => {
+    const { status, orchestrators, models, expected } = sharedWorker(suite)
+    const [a, b] = suite.pools
 
     it('serves both pools at the same time, each with the tokens of a dedicated rpc-server', async () => {
       await Promise.all(orchestrators.map((o) => waitHealthy(o.url, 120_000)))
-      assert.notDeepEqual(expected[0], expected[1], 'the two models differ')
+      assert.notDeepEqual(expected()[0], expected()[1], 'the two models differ')
       for (const prompt of PROMPTS) {
         const both = await Promise.all(orchestrators.map((o) => greedyCompletion(o.url, prompt, TOKENS)))
         both.forEach((got, i) =>
-          assert.deepEqual(got.tokens, expected[i]?.get(prompt), `pool ${POOLS[i]}: "${prompt}"`)
+          assert.deepEqual(got.tokens, expected()[i]?.get(prompt), `pool ${suite.pools[i]}: "${prompt}"`)
         )
       }
       for (const orch of orchestrators)
@@ -138,18 +162,17 @@ describe(
     it('shows concurrent mode, both leases and one loaded session per pool in status', async () => {
       const s = await status()
       assert.equal(s.sharing.mode, 'concurrent')
-      assert.deepEqual(s.lease.holders.map((h) => h.pool).sort(), ['a', 'b'])
-      assert.ok(
-        s.lease.holders.every((h) => h.quotaBytes === 512 * 1024 ** 2),
-        'each pool has half of 1 GiB'
-      )
+      assert.deepEqual(s.lease.holders.map((h) => h.pool).sort(), [a, b])
       const mux = s.sharing.multiplexer
       assert.ok(mux?.up === true, 'the multiplexer runs')
       assert.equal(mux.dropped, 0)
-      for (const [i, pool] of POOLS.entries()) {
+      for (const [i, pool] of suite.pools.entries()) {
+        const size = statSync(models()[i] as string).size
+        const holder = s.lease.holders.find((h) => h.pool === pool)
+        assert.ok(quotaOk(holder?.quotaBytes, size), `pool ${pool}'s quota: ${holder?.quotaBytes}`)
         const entry = mux.pools.find((p) => p.pool === pool)
         assert.ok(entry !== undefined && entry.sessions >= 1, `pool ${pool} has a live session`)
-        assert.ok(entry.heldBytes > statSync(models[i] as string).size * 0.9, `pool ${pool} holds its model`)
+        assert.ok(entry.heldBytes > size * 0.9, `pool ${pool} holds its model`)
       }
     })
 
@@ -160,7 +183,7 @@ describe(
           const prompt = PROMPTS[round % PROMPTS.length] as string
           assert.deepEqual(
             (await greedyCompletion(orch.url, prompt, TOKENS)).tokens,
-            expected[i]?.get(prompt)
+            expected()[i]?.get(prompt)
           )
         }
       const afterwards = await status()
@@ -169,19 +192,84 @@ describe(
         before.lease.holders.map((h) => h.id).sort(),
         'the same leases'
       )
-      for (const [i, pool] of POOLS.entries()) {
+      for (const [i, pool] of suite.pools.entries()) {
         const was = before.pools.find((p) => p.name === pool)?.traffic
         const now = afterwards.pools.find((p) => p.name === pool)?.traffic
         assert.ok(was !== undefined && now !== undefined)
         assert.ok(now.computes > was.computes, `pool ${pool} computed`)
         assert.equal(now.connections, was.connections, `pool ${pool}: no RPC connection ended (no restart)`)
         // Inputs travel as SET_TENSOR too, but a reload would send the whole model again.
-        const model = statSync(models[i] as string).size
+        const model = statSync(models()[i] as string).size
         assert.ok(
           now.uploadBytes - was.uploadBytes < model / 4,
           `pool ${pool} uploaded ${now.uploadBytes - was.uploadBytes} bytes (model: ${model})`
         )
       }
     })
-  }
+  })
+}
+
+concurrentSuite(
+  {
+    name: 'one agent shares its rpc-server with two pools at once (--sharing concurrent)',
+    pools: ['cc-a', 'cc-b'],
+    join: ['--sharing', 'concurrent', '--memory', '1GiB']
+  },
+  (quota) => quota === 512 * 1024 ** 2
 )
+
+concurrentSuite(
+  {
+    name: '--sharing auto with room for both models: concurrent',
+    pools: ['au-a', 'au-b'],
+    join: ['--sharing', 'auto', '--memory', '1GiB']
+  },
+  // The orchestrator's plan (weights and KV cache) plus headroom: more than the model, far below 1 GiB.
+  (quota, model) => quota !== undefined && quota > model && quota < 512 * 1024 ** 2
+)
+
+/** A completion from an orchestrator that may be between slices: retried until `timeoutMs`. */
+async function completeWithin(url: string, prompt: string, timeoutMs: number): Promise<number[]> {
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    try {
+      return [...(await greedyCompletion(url, prompt, TOKENS)).tokens]
+    } catch (err) {
+      if (Date.now() > deadline) throw err
+      await new Promise((r) => setTimeout(r, 500))
+    }
+  }
+}
+
+describe('--sharing auto without room for both models: exclusive time slices', { timeout: 300_000 }, () => {
+  // The tiny models' plans take ~22 and ~16 MiB, each given 64 MiB of headroom: one fits in
+  // 150 MiB, both do not.
+  const suite: Suite = {
+    name: 'auto, exclusive',
+    pools: ['ax-a', 'ax-b'],
+    join: ['--sharing', 'auto', '--memory', '150MiB', '--min-slice', '3', '--grace', '3', '--lease-ttl', '5']
+  }
+  const { status, orchestrators, expected } = sharedWorker(suite)
+
+  it('falls back to exclusive leases, tells the orchestrators, and both pools get served in turn', async () => {
+    const deadline = Date.now() + 90_000
+    let s = await status()
+    while (!(s.sharing.mode === 'exclusive' && s.lease.holders.length === 1) && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 250))
+      s = await status()
+    }
+    assert.equal(s.sharing.setting, 'auto')
+    assert.equal(s.sharing.mode, 'exclusive', 'the pools do not fit together')
+    assert.equal(s.lease.holders.length, 1, 'one pool at a time')
+    for (const [i, orch] of orchestrators.entries()) {
+      const prompt = PROMPTS[i] as string
+      assert.deepEqual(await completeWithin(orch.url, prompt, 90_000), expected()[i]?.get(prompt))
+    }
+    const exclusive = orchestrators.filter((o) =>
+      o.logs.some((line) => line.includes('"lease granted"') && line.includes('"sharing":"exclusive"'))
+    )
+    assert.ok(exclusive.length >= 1, 'an orchestrator was told its lease is exclusive')
+    const concurrentNow = (await status()).lease.holders
+    assert.ok(concurrentNow.length <= 1, `never two holders: ${JSON.stringify(concurrentNow)}`)
+  })
+})

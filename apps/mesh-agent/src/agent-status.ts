@@ -31,6 +31,8 @@ export interface AgentStatus {
   }
   /** How pools share rpc-server, and with concurrent sharing, the multiplexer's sessions. */
   readonly sharing: {
+    /** What `--sharing` asked for; with `auto`, `mode` is the one in force now. */
+    readonly setting: 'exclusive' | 'concurrent' | 'auto'
     readonly mode: 'exclusive' | 'concurrent'
     readonly multiplexer?: {
       readonly up: boolean
@@ -110,7 +112,7 @@ export function formatStatus(status: AgentStatus): string {
     `peer      ${status.peerId}`,
     ...status.addresses.map((a, i) => `${i === 0 ? 'addresses' : '         '} ${a}`),
     `rpc-server 127.0.0.1:${status.rpcServer.port} ${status.rpcServer.state}, ${status.rpcServer.restarts} restarts${status.rpcServer.lastLoss === null ? '' : `, last lost: ${status.rpcServer.lastLoss}`}`,
-    `sharing   ${status.sharing.mode}${muxLine(status.sharing.multiplexer, mib)}`,
+    `sharing   ${status.sharing.mode}${status.sharing.setting === 'auto' ? ' (auto)' : ''}${muxLine(status.sharing.multiplexer, mib)}`,
     status.lease.holders.length > 1
       ? `leases    ${status.lease.holders.map((h) => `${h.id} held by pool ${h.pool} (${h.peer})`).join('; ')}`
       : holder === null

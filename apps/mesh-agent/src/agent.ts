@@ -27,6 +27,7 @@ import type { Logger } from 'pino'
 import { NO_TRAFFIC, addTraffic, type AgentStatus, type PoolTraffic } from './agent-status.ts'
 import type { JoinOptions } from './config.ts'
 import { AgentError } from './errors.ts'
+import { AutoScheduler } from './auto-scheduler.ts'
 import { ConcurrentScheduler } from './concurrent-scheduler.ts'
 import type { LeasePolicy } from './lease-policy.ts'
 import { LeaseScheduler } from './lease-scheduler.ts'
@@ -80,24 +81,35 @@ export async function startAgent(options: JoinOptions, logger: Logger): Promise<
   const pools = memberships.map((m) => m.name)
   const offered = options.memory ?? Math.floor(rpc.device.free * 0.8)
   const scheduler: LeasePolicy =
-    options.sharing === 'concurrent'
-      ? new ConcurrentScheduler({
+    options.sharing === 'auto'
+      ? new AutoScheduler({
           pools: memberships,
           now: Date.now,
           offeredBytes: offered,
-          leaseTtlMs: options.leaseTtl * 1000
-        })
-      : new LeaseScheduler({
-          pools: memberships,
-          now: Date.now,
           minSliceMs: options.minSlice * 1000,
           graceMs: options.grace * 1000,
           leaseTtlMs: options.leaseTtl * 1000,
           idleMs: options.idle * 1000
         })
-  // Concurrent sharing: the multiplexer is rpc-server's one client, one local port per pool.
+      : options.sharing === 'concurrent'
+        ? new ConcurrentScheduler({
+            pools: memberships,
+            now: Date.now,
+            offeredBytes: offered,
+            leaseTtlMs: options.leaseTtl * 1000
+          })
+        : new LeaseScheduler({
+            pools: memberships,
+            now: Date.now,
+            minSliceMs: options.minSlice * 1000,
+            graceMs: options.grace * 1000,
+            leaseTtlMs: options.leaseTtl * 1000,
+            idleMs: options.idle * 1000
+          })
+  // Concurrent (or auto) sharing: the multiplexer is rpc-server's one client, a local port per pool;
+  // with auto, exclusive holders' sessions go through it too (their quota: all the memory offered).
   const mux =
-    options.sharing === 'concurrent'
+    options.sharing !== 'exclusive'
       ? new MuxHost({ upstreamPort: rpc.port, pools, quota: (p) => scheduler.quota(p), logger })
       : undefined
   await mux?.start()
@@ -172,8 +184,8 @@ export async function startAgent(options: JoinOptions, logger: Logger): Promise<
   const advertFor = (pool: PoolName): WorkerAdvert | undefined => {
     if (!pools.includes(pool)) return undefined
     // Concurrent sharing: each pool sees its quota, and the worker as leased only by itself.
-    const quota = scheduler.quota(pool)
-    const holder = quota === undefined ? leases.holder : leases.holders.find((h) => h.pool === pool)
+    const quota = options.sharing === 'concurrent' ? scheduler.quota(pool) : undefined
+    const holder = leases.holders.find((h) => h.pool === pool || h.lease.sharing !== 'concurrent')
     const lent = quota ?? offered
     return {
       type: 'advert',
@@ -236,7 +248,7 @@ export async function startAgent(options: JoinOptions, logger: Logger): Promise<
           quotaBytes: h.lease.quotaBytes
         }))
       },
-      sharing: sharingStatus(scheduler.sharing, mux),
+      sharing: sharingStatus(options.sharing, scheduler.sharing, mux),
       rpcServer: rpc.state(),
       rpcConnections: service.open,
       credits: { recorded: clerk.recorded, disputes: clerk.disputes, balances: ledger.balances() }
@@ -262,12 +274,14 @@ export async function startAgent(options: JoinOptions, logger: Logger): Promise<
 }
 
 function sharingStatus(
+  setting: AgentStatus['sharing']['setting'],
   mode: AgentStatus['sharing']['mode'],
   mux: MuxHost | undefined
 ): AgentStatus['sharing'] {
-  if (mux === undefined) return { mode }
+  if (mux === undefined) return { setting, mode }
   const view = mux.view()
   return {
+    setting,
     mode,
     multiplexer: {
       up: view.up,

@@ -100,9 +100,9 @@ export function buildProgram(signal: AbortSignal): Command {
     .addOption(
       new Option(
         '--sharing <mode>',
-        'how the pools share rpc-server: "exclusive" grants one pool at a time a lease (time slices; each switch reloads a model); "concurrent" grants every pool a lease at once and multiplexes their RPC sessions onto rpc-server, no reloads, each pool limited to its weight\'s share of --memory'
+        'how the pools share rpc-server: "exclusive" grants one pool at a time a lease (time slices; each switch reloads a model); "concurrent" grants every pool a lease at once and multiplexes their RPC sessions onto rpc-server, no reloads, each pool limited to its weight\'s share of --memory; "auto" is concurrent while the models of the pools that ask (as their orchestrators say) fit in --memory together, and falls back to exclusive time slices when they do not'
       )
-        .choices(['exclusive', 'concurrent'])
+        .choices(['exclusive', 'concurrent', 'auto'])
         .default('exclusive')
     )
     .option('--ledger <file>', 'the credit ledger (default: <identity>.ledger.sqlite)')

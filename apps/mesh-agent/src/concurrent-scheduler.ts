@@ -8,6 +8,8 @@ export interface ConcurrentSchedulerInit {
   /** Memory the agent lends: split between the pools by weight. */
   readonly offeredBytes: number
   readonly leaseTtlMs?: number | undefined
+  /** Lease ids start here (another policy beside this one numbers its own from 1). */
+  readonly firstLeaseId?: number | undefined
 }
 
 /**
@@ -25,11 +27,12 @@ export class ConcurrentScheduler implements LeasePolicy {
   private readonly leases = new Map<string, Lease & { renewedAt: number }>()
   /** Time each pool has held a lease, ended leases included. */
   private readonly held = new Map<string, number>()
-  private nextId = 1
+  private nextId: number
 
   constructor(init: ConcurrentSchedulerInit) {
     this.now = init.now
     this.leaseTtlMs = init.leaseTtlMs ?? 60_000
+    this.nextId = init.firstLeaseId ?? 1
     const weights = init.pools.reduce((sum, p) => sum + p.weight, 0)
     for (const pool of init.pools)
       this.quotas.set(pool.name, Math.floor((init.offeredBytes * pool.weight) / weights))
@@ -39,9 +42,9 @@ export class ConcurrentScheduler implements LeasePolicy {
     return [...this.leases.values()]
   }
 
-  request(pool: string): LeaseAnswer {
-    const quotaBytes = this.quotas.get(pool)
-    if (quotaBytes === undefined) return { granted: false, reason: 'unknown-pool' }
+  /** `quotaBytes`: this lease's quota instead of the pool's weight share. */
+  request(pool: string, _memory?: number, quotaBytes = this.quotas.get(pool)): LeaseAnswer {
+    if (quotaBytes === undefined || !this.quotas.has(pool)) return { granted: false, reason: 'unknown-pool' }
     const held = this.leases.get(pool)
     if (held !== undefined) return { granted: true, lease: held }
     const t = this.now()
@@ -91,7 +94,7 @@ export class ConcurrentScheduler implements LeasePolicy {
   }
 
   quota(pool: string): number | undefined {
-    return this.quotas.get(pool)
+    return this.leases.get(pool)?.quotaBytes ?? this.quotas.get(pool)
   }
 
   private byId(leaseId: number): (Lease & { renewedAt: number }) | undefined {

@@ -83,8 +83,8 @@ export const JoinOptions = z
     grace: z.coerce.number().min(0).max(3_600).default(30),
     leaseTtl: z.coerce.number().min(1).max(3_600).default(60),
     idle: z.coerce.number().min(1).max(86_400).default(60),
-    /** How pools share rpc-server: one at a time (time slices), or side by side (the multiplexer). */
-    sharing: z.enum(['exclusive', 'concurrent']).default('exclusive')
+    /** How pools share rpc-server: one at a time (time slices), side by side (the multiplexer), or by fit. */
+    sharing: z.enum(['exclusive', 'concurrent', 'auto']).default('exclusive')
   })
   .refine(
     (o) => new Set(o.pool.map((p) => p.name ?? p.invite)).size === o.pool.length,
