@@ -32,6 +32,7 @@ const TOKENS = 16
 interface Status {
   pools: Array<{ name: string; traffic: { connections: number; uploadBytes: number; computes: number } }>
   lease: { holders: Array<{ pool: string; id: number; quotaBytes?: number }> }
+  rpcServer: { pid?: number; restarts: number }
   sharing: {
     setting: string
     mode: string
@@ -75,6 +76,8 @@ interface Suite {
   /** Pool names: unique per suite, since orchestrators find agents by mDNS on this host. */
   readonly pools: readonly [string, string]
   readonly join: readonly string[]
+  /** Also kill rpc-server and check both pools come back. */
+  readonly restart?: boolean
 }
 
 /** A short scratch folder name: control sockets live there, and their paths are bounded. */
@@ -206,6 +209,33 @@ function concurrentSuite(suite: Suite, quotaOk: (quota: number | undefined, mode
         )
       }
     })
+
+    if (suite.restart === true)
+      it('starts a new multiplexer when rpc-server is restarted, and both pools serve again', async () => {
+        const pid = (await status()).rpcServer.pid
+        assert.ok(pid !== undefined)
+        process.kill(pid, 'SIGKILL')
+        const deadline = Date.now() + 60_000
+        let s = await status()
+        while (!(s.rpcServer.restarts === 1 && s.sharing.multiplexer?.up === true) && Date.now() < deadline) {
+          await new Promise((r) => setTimeout(r, 250))
+          s = await status()
+        }
+        assert.equal(s.rpcServer.restarts, 1)
+        assert.equal(s.sharing.multiplexer?.up, true)
+        for (const [i, orch] of orchestrators.entries()) {
+          const prompt = PROMPTS[i] as string
+          assert.deepEqual(await completeWithin(orch.url, prompt, 90_000), expected()[i]?.get(prompt))
+        }
+        const pools = (await status()).sharing.multiplexer?.pools ?? []
+        assert.deepEqual(
+          pools
+            .filter((p) => p.sessions > 0)
+            .map((p) => p.pool)
+            .sort(),
+          [a, b]
+        )
+      })
   })
 }
 
@@ -213,7 +243,8 @@ concurrentSuite(
   {
     name: 'one agent shares its rpc-server with two pools at once (--sharing concurrent)',
     pools: ['cc-a', 'cc-b'],
-    join: ['--sharing', 'concurrent', '--memory', '1GiB']
+    join: ['--sharing', 'concurrent', '--memory', '1GiB'],
+    restart: true
   },
   (quota) => quota === 512 * 1024 ** 2
 )
