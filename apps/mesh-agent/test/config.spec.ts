@@ -34,4 +34,11 @@ describe('join options', () => {
     assert.equal(ok.rpcPort, 5000)
     assert.equal(ok.mdns, true)
   })
+
+  it('shares rpc-server exclusively unless told concurrent or auto', () => {
+    assert.equal(JoinOptions.parse({ ...base, pool: ['a'] }).sharing, 'exclusive')
+    for (const sharing of ['concurrent', 'auto'])
+      assert.equal(JoinOptions.parse({ ...base, pool: ['a'], sharing }).sharing, sharing)
+    assert.equal(JoinOptions.safeParse({ ...base, pool: ['a'], sharing: 'shared' }).success, false)
+  })
 })
