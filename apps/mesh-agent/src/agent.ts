@@ -110,7 +110,13 @@ export async function startAgent(options: JoinOptions, logger: Logger): Promise<
   // with auto, exclusive holders' sessions go through it too (their quota: all the memory offered).
   const mux =
     options.sharing !== 'exclusive'
-      ? new MuxHost({ upstreamPort: rpc.port, pools, quota: (p) => scheduler.quota(p), logger })
+      ? new MuxHost({
+          upstreamPort: rpc.port,
+          pools,
+          quota: (p) => scheduler.quota(p),
+          logger,
+          reconnect: rpc.events === undefined
+        })
       : undefined
   await mux?.start()
   const ledger = Ledger.open(options.ledger ?? `${options.identity}.ledger.sqlite`)

@@ -6,6 +6,7 @@ import {
   type MuxStats,
   type RpcMux
 } from '@frankenstein-mesh/tunnel'
+import { setTimeout as sleep } from 'node:timers/promises'
 import type { Logger } from 'pino'
 
 export interface MuxHostInit {
@@ -14,6 +15,12 @@ export interface MuxHostInit {
   readonly pools: readonly string[]
   readonly quota: (pool: string) => number | undefined
   readonly logger: Logger
+  /**
+   * Reconnect by itself when the upstream connection ends (an rpc-server nobody here supervises).
+   * Not with a supervised one: its readiness check and we would race for rpc-server's one client
+   * slot; the supervisor's `restored` calls `restart` instead.
+   */
+  readonly reconnect?: boolean | undefined
 }
 
 /** What status shows of the multiplexer. */
@@ -38,6 +45,7 @@ export class MuxHost {
   private listeners = new Map<string, MuxListener>()
   private totals: MuxStats = NO_STATS
   private restarting: Promise<void> | undefined
+  private stopped = false
 
   constructor(init: MuxHostInit) {
     this.init = init
@@ -54,10 +62,11 @@ export class MuxHost {
     for (const pool of this.init.pools) listeners.set(pool, await listenRpcMux(mux, { pool }))
     this.mux = mux
     this.listeners = listeners
-    void mux.closed.then((err) => {
+    void mux.closed.then(async (err) => {
       if (this.mux !== mux) return
       if (err !== undefined) this.log.warn({ err: err.message }, 'multiplexer closed')
-      void this.retire()
+      await this.retire()
+      if (this.init.reconnect === true) await this.recover()
     })
   }
 
@@ -92,7 +101,27 @@ export class MuxHost {
   }
 
   async stop(): Promise<void> {
+    this.stopped = true
     await this.retire()
+  }
+
+  /**
+   * The upstream connection ended on its own: tries again with backoff (an rpc-server we do not
+   * supervise may come back; one we supervise also calls `restart` once it is back).
+   */
+  private async recover(): Promise<void> {
+    let backoff = 1_000
+    while (this.down()) {
+      await sleep(backoff)
+      if (!this.down()) return
+      await this.restart()
+      backoff = Math.min(backoff * 2, 30_000)
+    }
+  }
+
+  /** A method, not fields, so that checks after an await see the current values. */
+  private down(): boolean {
+    return !this.stopped && this.mux === undefined && this.restarting === undefined
   }
 
   private async retire(): Promise<void> {
