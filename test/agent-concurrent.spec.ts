@@ -33,6 +33,7 @@ interface Status {
   pools: Array<{ name: string; traffic: { connections: number; uploadBytes: number; computes: number } }>
   lease: { holders: Array<{ pool: string; id: number; quotaBytes?: number }> }
   rpcServer: { pid?: number; restarts: number }
+  credits: { recorded: number; disputes: number; balances: Array<{ pool: string; receipts: number }> }
   sharing: {
     setting: string
     mode: string
@@ -210,6 +211,19 @@ function concurrentSuite(suite: Suite, quotaOk: (quota: number | undefined, mode
       }
     })
 
+    it('keeps metering each pool: both leases earn countersigned receipts', async () => {
+      const deadline = Date.now() + 30_000
+      const earning = (s: Status): string[] =>
+        s.credits.balances.filter((x) => x.receipts > 0).map((x) => x.pool)
+      let s = await status()
+      while (earning(s).length < 2 && Date.now() < deadline) {
+        await new Promise((r) => setTimeout(r, 250))
+        s = await status()
+      }
+      assert.deepEqual(earning(s).sort(), [a, b], JSON.stringify(s.credits))
+      assert.equal(s.credits.disputes, 0, 'every orchestrator agreed with the figures of its receipts')
+    })
+
     if (suite.restart === true)
       it('starts a new multiplexer when rpc-server is restarted, and both pools serve again', async () => {
         const pid = (await status()).rpcServer.pid
@@ -243,7 +257,7 @@ concurrentSuite(
   {
     name: 'one agent shares its rpc-server with two pools at once (--sharing concurrent)',
     pools: ['cc-a', 'cc-b'],
-    join: ['--sharing', 'concurrent', '--memory', '1GiB'],
+    join: ['--sharing', 'concurrent', '--memory', '1GiB', '--receipt-interval', '1'],
     restart: true
   },
   (quota) => quota === 512 * 1024 ** 2
