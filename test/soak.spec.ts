@@ -92,6 +92,7 @@ describe('soak: a laptop life', { skip, timeout: SECONDS * 1000 + 20 * 60_000 },
   let forwarder: ChildProcess | undefined
   let agent: AgentProcess | undefined
   let orch: OrchestratorProcess | undefined
+  let traffic: Traffic | undefined
   const expected = new Map<string, number[]>()
   /** Processes the test may have stopped (SIGSTOP): continued before anything else in cleanup. */
   const paused = new Set<number>()
@@ -104,16 +105,20 @@ describe('soak: a laptop life', { skip, timeout: SECONDS * 1000 + 20 * 60_000 },
   const note = (line: string): void => {
     process.stderr.write(`# soak ${((Date.now() - started) / 1000).toFixed(0)} s: ${line}\n`)
   }
-  const killAll = (): void => {
-    for (const pid of [...paused, ...pids]) {
-      for (const signal of ['SIGCONT', 'SIGKILL'] as const) {
-        try {
-          process.kill(pid, signal)
-        } catch {
-          // already gone
-        }
+  const continuePaused = (): void => {
+    for (const pid of paused) {
+      try {
+        process.kill(pid, 'SIGCONT')
+      } catch {
+        // already gone
       }
     }
+  }
+  /** On an exit without cleanup: our children by their handles (rpc-server and llama-server die with them). */
+  const killAll = (): void => {
+    continuePaused()
+    for (const child of [agent?.child, orch?.child])
+      if (child !== undefined && child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
   }
 
   const net = (): Network => {
@@ -241,13 +246,9 @@ describe('soak: a laptop life', { skip, timeout: SECONDS * 1000 + 20 * 60_000 },
   })
 
   after(async () => {
-    for (const pid of paused) {
-      try {
-        process.kill(pid, 'SIGCONT')
-      } catch {
-        // already gone
-      }
-    }
+    continuePaused()
+    // A failed run leaves the client going: stop it sending (its request in flight fails with the front).
+    void traffic?.stop()
     await orch?.stop()
     await agent?.stop()
     await network?.destroy()
@@ -256,18 +257,19 @@ describe('soak: a laptop life', { skip, timeout: SECONDS * 1000 + 20 * 60_000 },
   })
 
   it('keeps serving correct tokens through pauses, an address change and orchestrator restarts and kills, and leaks nothing', async (t) => {
-    const traffic = new Traffic({
+    const client = new Traffic({
       socketPath: socketPath(),
       expected,
       tokens: TOKENS,
       requestTimeoutMs: 300_000
     })
+    traffic = client
     /** At least `n` more requests completed: the pool serves again, end to end. */
     const served = async (what: string, n = 2): Promise<void> => {
-      const target = traffic.completed + n
+      const target = client.completed + n
       const deadline = Date.now() + RECOVERY_MS
-      while (traffic.completed < target) {
-        assert.deepEqual(traffic.failures, [], `every request sent completes correctly (${what})`)
+      while (client.completed < target) {
+        assert.deepEqual(client.failures, [], `every request sent completes correctly (${what})`)
         assert.ok(Date.now() < deadline, `${what}: not ${n} more requests completed in ${RECOVERY_MS} ms`)
         await sleep(250)
       }
@@ -327,7 +329,7 @@ describe('soak: a laptop life', { skip, timeout: SECONDS * 1000 + 20 * 60_000 },
         return `${old} -> ${next}`
       },
       'orchestrator restart (SIGTERM)': async () => {
-        await traffic.quiesce()
+        await client.quiesce()
         const code = await orch?.stop('SIGTERM')
         assert.equal(code, 0, 'the orchestrator stops cleanly on SIGTERM')
         await waitFor('the agent holds no lease once its holder stopped', 30_000, async () => {
@@ -335,11 +337,11 @@ describe('soak: a laptop life', { skip, timeout: SECONDS * 1000 + 20 * 60_000 },
           return s.lease.holder === null && s.rpcConnections === 0
         })
         orch = await startOrchestrator()
-        traffic.release()
+        client.release()
         return 'stopped with code 0, lease released, started again'
       },
       'orchestrator vanishes (link down, SIGKILL)': async () => {
-        await traffic.quiesce()
+        await client.quiesce()
         const loaded = (await figures()).rpc.rssBytes
         const host = orchHost()
         const before = await namespacePids(host)
@@ -363,7 +365,7 @@ describe('soak: a laptop life', { skip, timeout: SECONDS * 1000 + 20 * 60_000 },
         // A link going down flushes its routes, the multicast one mDNS needs included.
         await ip(host, ['route', 'replace', '224.0.0.0/4', 'dev', host.iface])
         orch = await startOrchestrator()
-        traffic.release()
+        client.release()
         const peer = orch.peerId
         await waitFor('the restarted orchestrator holds the lease again', RECOVERY_MS, async () => {
           return (await agentStatus()).lease.holder?.peer === peer
@@ -376,28 +378,28 @@ describe('soak: a laptop life', { skip, timeout: SECONDS * 1000 + 20 * 60_000 },
     const counts = new Map<string, number>()
     const inject = async (name: string): Promise<void> => {
       // Events that stop the front quiesce the client first; the others hit the request in flight.
-      const busy = traffic.busy && !QUIESCED.has(name)
+      const busy = client.busy && !QUIESCED.has(name)
       const plansBefore = replans()
       const done = await (events[name] as () => Promise<string>)()
       counts.set(name, (counts.get(name) ?? 0) + 1)
       await served(`after ${name}`)
       const rss = procFigures(requireAgent().child.pid as number)?.rssBytes ?? 0
       note(
-        `${name}: ${done}; ${busy ? 'the request in flight completed; ' : ''}${replans() - plansBefore} plans given up; agent RSS ${mib(rss)}; ${traffic.completed}/${traffic.sent} requests completed so far`
+        `${name}: ${done}; ${busy ? 'the request in flight completed; ' : ''}${replans() - plansBefore} plans given up; agent RSS ${mib(rss)}; ${client.completed}/${client.sent} requests completed so far`
       )
     }
 
-    traffic.start()
+    client.start()
     await served('warm-up', 2 * PROMPTS.length)
     // Warm-up is also one round of every event: first runs of each path (code compiled, pools of
     // buffers and the heap grown) are not what the bounds are about; growth after them is.
     for (const name of names) await inject(name)
     const start = await figures()
     const startRestarts = (await agentStatus()).rpcServer.restarts
-    note(`start (after warm-up, ${traffic.completed} requests): ${describeFigures(start)}`)
+    note(`start (after warm-up, ${client.completed} requests): ${describeFigures(start)}`)
     for (let i = 0; i < names.length || Date.now() - started < SECONDS * 1000; i++)
       await inject(names[i % names.length] as string)
-    await traffic.stop()
+    await client.stop()
 
     // The end state is the start's: serving, the lease held, the model loaded. Connections the
     // events broke may take a moment to be closed, so the figures are waited for (bounded), then kept.
@@ -411,12 +413,12 @@ describe('soak: a laptop life', { skip, timeout: SECONDS * 1000 + 20 * 60_000 },
       `start: ${describeFigures(start)}`,
       `end:   ${describeFigures(end)}`,
       `events: ${[...counts].map(([n, c]) => `${n} x${c}`).join(', ')}`,
-      `requests: ${traffic.completed} of ${traffic.sent} sent completed correctly; ${traffic.unhealthy} health checks not ok (nothing sent after them)`
+      `requests: ${client.completed} of ${client.sent} sent completed correctly; ${client.unhealthy} health checks not ok (nothing sent after them)`
     ]
     for (const line of summary) t.diagnostic(line)
 
-    assert.deepEqual(traffic.failures, [], 'every request sent completes with the expected tokens')
-    assert.equal(traffic.completed, traffic.sent)
+    assert.deepEqual(client.failures, [], 'every request sent completes with the expected tokens')
+    assert.equal(client.completed, client.sent)
     assert.equal((await agentStatus()).rpcServer.restarts, startRestarts, 'rpc-server never had to restart')
     assert.ok(
       end.agent.rssBytes - start.agent.rssBytes <= BOUND.agentRssBytes,
