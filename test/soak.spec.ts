@@ -345,6 +345,7 @@ describe('soak: a laptop life', { skip, timeout: SECONDS * 1000 + 20 * 60_000 },
         const loaded = (await figures()).rpc.rssBytes
         const host = orchHost()
         const before = await namespacePids(host)
+        for (const pid of before) pids.add(pid) // the orchestrator, its llama-server, the forwarder
         // Off the network first, so that not even the kernel's FIN or RST of the killed process
         // reaches the agent: the holder is gone without a word, as a laptop whose lid closed.
         await ip(host, ['link', 'set', host.iface, 'down'])
@@ -464,7 +465,11 @@ describe('soak: a laptop life', { skip, timeout: SECONDS * 1000 + 20 * 60_000 },
       return left.every((list) => list.length === 0)
     })
     const survivors = [...pids].filter(alive)
-    assert.deepEqual(survivors, [], 'no agent, rpc-server, orchestrator or llama-server left running')
+    assert.deepEqual(
+      survivors,
+      [],
+      'no agent, rpc-server, orchestrator or llama-server the test saw is left running'
+    )
     const namespaces = [...net().namespaces]
     await net().destroy()
     const { stdout } = await run('ip', ['netns', 'list'])
