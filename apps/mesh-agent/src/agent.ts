@@ -200,6 +200,7 @@ export async function startAgent(options: JoinOptions, logger: Logger): Promise<
       },
       rpcServer: rpc.state(),
       rpcConnections: service.open,
+      mesh: meshCounts(node),
       credits: { recorded: clerk.recorded, disputes: clerk.disputes, balances: ledger.balances() }
     }
   }
@@ -270,4 +271,9 @@ async function localRpcServer(options: JoinOptions, logger: Logger): Promise<Loc
     }),
     stop: () => supervisor.stop()
   }
+}
+
+function meshCounts(node: MeshNode): AgentStatus['mesh'] {
+  const connections = node.getConnections()
+  return { connections: connections.length, streams: connections.reduce((n, c) => n + c.streams.length, 0) }
 }

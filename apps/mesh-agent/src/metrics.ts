@@ -21,6 +21,9 @@ export function agentMetrics(status: () => AgentStatus): ScrapedMetrics<AgentSta
   gauge('fm_agent_rpc_connections', 'RPC connections open through the agent', [], (g, s) =>
     g.set(s.rpcConnections)
   )
+  gauge('fm_agent_mesh_streams', 'libp2p streams open on all connections', [], (g, s) =>
+    g.set(s.mesh.streams)
+  )
   gauge('fm_agent_lease_held', 'the pool holding the worker (1), by pool', ['pool'], (g, s) => {
     const holder = s.lease.holder
     if (holder !== null) g.set({ pool: holder.pool }, 1)
