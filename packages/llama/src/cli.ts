@@ -39,6 +39,15 @@ program
   })
 
 program
+  .command('backend')
+  .description(
+    'print the backend a build here would use: metal on macOS, cuda with nvcc and a GPU, cpu otherwise'
+  )
+  .action(() => {
+    process.stdout.write(`${detectBackend()}\n`)
+  })
+
+program
   .command('build')
   .description('build ggml-rpc-server and llama-server from the pinned llama.cpp source into the cache')
   .addOption(backendOption)
