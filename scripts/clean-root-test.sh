@@ -120,9 +120,10 @@ as_user() {
     'cd "$HOME/frankenstein-mesh" && exec "$@"' bash "$@"
 }
 # isolated <command...>: the same in a network namespace of its own (loopback only), for what
-# listens: nothing of it reaches the host's network or other tests.
+# listens: nothing of it reaches the host's network or other tests. It replaces the calling shell
+# (call it in $(...) or with &), so that $! is the pid of the command itself.
 isolated() {
-  unshare --net -- /bin/sh -c 'ip link set lo up && exec "$@"' sh \
+  exec unshare --net -- /bin/sh -c 'ip link set lo up && exec "$@"' sh \
     chroot --userspec="$uid:$gid" "$fs" /usr/bin/env -i "${user_env[@]}" /bin/bash -c \
     'cd "$HOME/frankenstein-mesh" && exec "$@"' bash "$@"
 }
@@ -152,7 +153,7 @@ unit="$home/.config/systemd/user/frankenstein-mesh-agent.service"
 chroot "$fs" systemd-analyze verify "$unit" >&2 || fail "systemd-analyze verify refuses $unit"
 say "unit $unit: systemd-analyze verify accepts it"
 
-check=$(isolated .tools/bin/node packages/llama/src/cli.ts ensure --no-build --check) \
+check=$(isolated .tools/bin/node packages/llama/src/cli.ts ensure --rpc-server-only --no-build --check) \
   || fail "the built ggml-rpc-server does not start"
 rpc_protocol=$(printf '%s' "$check" | node -e 'process.stdout.write(JSON.parse(require("fs").readFileSync(0, "utf8")).rpcProtocol)')
 [[ "$rpc_protocol" =~ ^[0-9]+\.[0-9]+\.[0-9]+$ ]] || fail "rpc-server did not answer HELLO: $check"

@@ -15,7 +15,7 @@ Usage: scripts/join-pool.sh --pool <invite|name> [--pool ...] [options] [-- <mes
 
 Lends this machine to Frankenstein Mesh pools: installs Node 24 and pnpm into .tools/ when the
 system Node is older, the dependencies, builds llama.cpp's ggml-rpc-server for this machine (Metal
-on macOS, CUDA with nvcc and a GPU, CPU otherwise; ~10 minutes on 2 cores, once), creates the
+on macOS, CUDA with nvcc and a GPU, CPU otherwise; minutes, once, rpc-server alone), creates the
 agent's identity, joins the pools and runs the agent as a service of this user (a systemd user
 unit on Linux, a launchd agent on macOS). Reruns are safe: they reuse what is there.
 
@@ -154,7 +154,7 @@ ensure_rpc_server() {
   fm_manifest_claim "$cache_root"
   cache_before=$(fm_manifest_entries "$cache_root")
   sources_before=$(fm_manifest_entries "$cache_root/sources")
-  json=$(node "$root/packages/llama/src/cli.ts" ensure --check --backend "$rpc_backend") \
+  json=$(node "$root/packages/llama/src/cli.ts" ensure --rpc-server-only --check --backend "$rpc_backend") \
     || die "could not find or build ggml-rpc-server (see above)"
   if [ -n "$cache_before" ]; then
     fm_manifest_claim_new "$cache_root" "$cache_before"
