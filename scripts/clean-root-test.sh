@@ -101,7 +101,7 @@ uid=$(chroot "$fs" id -u "$user")
 gid=$(chroot "$fs" id -g "$user")
 home="/home/$user"
 mkdir "$fs$home/frankenstein-mesh"
-git -C "$root" archive --format=tar "${FM_CLEAN_ROOT_REF:-HEAD}" | tar -x -C "$fs$home/frankenstein-mesh"
+git -C "$root" -c tar.umask=0022 archive --format=tar "${FM_CLEAN_ROOT_REF:-HEAD}" | tar -x -C "$fs$home/frankenstein-mesh"
 chown -R "$uid:$gid" "$fs$home/frankenstein-mesh"
 
 invite=$(node "$root/apps/mesh-orch/src/bin.ts" pool invite --pool clean-root --identity "$work/orch.key")
@@ -127,8 +127,10 @@ isolated() {
     chroot --userspec="$uid:$gid" "$fs" /usr/bin/env -i "${user_env[@]}" /bin/bash -c \
     'cd "$HOME/frankenstein-mesh" && exec "$@"' bash "$@"
 }
+# The whole root filesystem but the mounts and /run (runtime state, a tmpfs on a booted system,
+# where the test's own `systemd-analyze verify` writes as root).
 snapshot() {
-  (cd "$fs" && find . -xdev \( -path ./proc -o -path ./sys -o -path ./dev/shm \) -prune -o \
+  (cd "$fs" && find . -xdev \( -path ./proc -o -path ./sys -o -path ./dev/shm -o -path ./run \) -prune -o \
     \( -type d -printf '%y %m %u %p\n' \) -o -printf '%y %m %u %s %p\n') | LC_ALL=C sort
 }
 snapshot >"$work/before.txt"

@@ -101,6 +101,8 @@ fi
 # shellcheck source=lib/toolchain.sh
 . "$root/scripts/lib/toolchain.sh"
 agent() { node "$root/apps/mesh-agent/src/bin.ts" "$@"; }
+# pnpm turns on Node's compile cache, which would leave a folder in the shared temp folder.
+export NODE_DISABLE_COMPILE_CACHE=1
 
 # The commands the build and the toolchain need; a clear list of what is missing and how to get it.
 check_prerequisites() {
