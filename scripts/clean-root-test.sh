@@ -5,8 +5,8 @@
 # non-root user, runs `scripts/join-pool.sh --pool <invite made here by mesh-orch pool invite>`.
 # Checks: it exits 0 and prints a peer id; the systemd user unit exists and `systemd-analyze
 # verify` accepts it; the ggml-rpc-server it built starts on 127.0.0.1 and answers; the unit's
-# command, run in the foreground, joins. Then `--leave`, and the file list of the whole root
-# filesystem must be what it was before the install. Prints the time of each phase and, last, one
+# command, run in the foreground, joins; a rerun keeps the identity. Then `--leave`, and the file
+# list of the whole root filesystem must be what it was before the install. Prints the time of each phase and, last, one
 # JSON line. Exit 0 passed, 1 failed, 77 cannot run here (not root, no debootstrap).
 #
 #   sudo scripts/clean-root-test.sh
@@ -186,6 +186,17 @@ agent_pid=
 [ "$agent_status" = 0 ] || fail "the agent exited $agent_status on SIGTERM"
 say "the unit's command joined as $peer and left on SIGTERM"
 
+# A rerun, by the pool's name now (the invite is remembered): same identity, nothing new to claim.
+t2=$(now)
+cp "$fs$home/frankenstein-mesh/.join-pool.manifest" "$work/manifest.first"
+as_user scripts/join-pool.sh --pool clean-root >"$work/rerun.out" 2>"$work/rerun.err" \
+  || { tail -20 "$work/rerun.err" >&2; fail "join-pool.sh failed when run again"; }
+t_rerun=$(($(now) - t2))
+grep -q "^peer  *$peer\$" "$work/rerun.out" || fail "a rerun changed the peer id: $(cat "$work/rerun.out")"
+diff "$work/manifest.first" "$fs$home/frankenstein-mesh/.join-pool.manifest" >&2 \
+  || fail "a rerun added to the manifest"
+say "a rerun (pool by name) kept peer $peer and added nothing, in $t_rerun s"
+
 t2=$(now)
 as_user scripts/join-pool.sh --leave >"$work/leave.out" 2>"$work/leave.err" \
   || { cat "$work/leave.err" >&2; fail "join-pool.sh --leave exited non-zero"; }
@@ -199,6 +210,6 @@ fi
 say "after --leave the root filesystem holds exactly the files it held before ($(wc -l <"$work/before.txt") entries)"
 
 total=$(($(now) - t0))
-say "seconds: debootstrap $t_debootstrap, join-pool.sh $t_join, leave $t_leave, total $total"
-printf '{"result":"pass","peerId":"%s","rpcProtocol":"%s","entries":%d,"seconds":{"debootstrap":%d,"join":%d,"leave":%d,"total":%d}}\n' \
-  "$peer" "$rpc_protocol" "$(wc -l <"$work/before.txt")" "$t_debootstrap" "$t_join" "$t_leave" "$total"
+say "seconds: debootstrap $t_debootstrap, join-pool.sh $t_join, rerun $t_rerun, leave $t_leave, total $total"
+printf '{"result":"pass","peerId":"%s","rpcProtocol":"%s","entries":%d,"seconds":{"debootstrap":%d,"join":%d,"rerun":%d,"leave":%d,"total":%d}}\n' \
+  "$peer" "$rpc_protocol" "$(wc -l <"$work/before.txt")" "$t_debootstrap" "$t_join" "$t_rerun" "$t_leave" "$total"
