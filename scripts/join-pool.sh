@@ -111,10 +111,14 @@ check_prerequisites() {
   command -v make >/dev/null || command -v ninja >/dev/null || missing+=(make)
   command -v c++ >/dev/null || command -v g++ >/dev/null || command -v clang++ >/dev/null \
     || missing+=("a C++ compiler")
+  # The toolchain pins Node for Linux only: on macOS, Node 24 comes from the system.
+  if [ "$os" = macos ] && [ "$(fm_node_major "$(command -v node || echo node)")" -lt 24 ]; then
+    missing+=("Node 24")
+  fi
   [ "${#missing[@]}" = 0 ] && return 0
   hint='sudo apt-get install ca-certificates curl openssl git cmake make g++   (Debian, Ubuntu)
   sudo dnf install curl openssl git cmake make gcc-c++                      (Fedora)'
-  [ "$os" = macos ] && hint='xcode-select --install && brew install cmake'
+  [ "$os" = macos ] && hint='xcode-select --install && brew install cmake node@24'
   die "missing: ${missing[*]}. Install them, e.g.:
   $hint"
 }
@@ -181,7 +185,11 @@ install_service() {
   for pool in "${pools[@]}"; do args+=(--pool "$pool"); done
   args+=(--rpc-server-bin "$rpc_server" ${join_args[@]+"${join_args[@]}"})
   fm_manifest_claim "$state_dir" "$service_file"
-  [ "$os" = linux ] || fm_manifest_claim "$home/Library/Logs/frankenstein-mesh"
+  if [ "$os" = macos ]; then
+    # launchd does not create the folder of the log it writes.
+    fm_manifest_claim "$home/Library/Logs/frankenstein-mesh"
+    mkdir -p "$home/Library/Logs/frankenstein-mesh"
+  fi
   # A rerun replaces the service, so that the agent restarts with the new arguments.
   if [ -e "$service_file" ]; then agent uninstall-service >&2; fi
   manager_missing=0
@@ -215,15 +223,15 @@ fm_join() {
 
 # An agent started by hand is asked to leave; waits (bounded) until its control socket is gone.
 stop_foreground_agent() {
-  local socket="$state_dir/agent.key.sock" i
+  local socket="$state_dir/agent.key.sock" _
   [ -S "$socket" ] || return 0
   agent leave >/dev/null 2>&1 || return 0
   say "asked the running agent to leave (lease holders get their notice)"
-  for i in $(seq 1 150); do
+  for _ in $(seq 1 150); do
     [ -S "$socket" ] || return 0
     sleep 0.5
   done
-  say "the agent has not left after 75 s (last check $i); removing its files anyway"
+  say "the agent has not left after 75 s; removing its files anyway"
 }
 
 remove_service() {
