@@ -5,8 +5,9 @@
 # non-root user, runs `scripts/join-pool.sh --pool <invite made here by mesh-orch pool invite>`.
 # Checks: it exits 0 and prints a peer id; the systemd user unit exists and `systemd-analyze
 # verify` accepts it; the ggml-rpc-server it built starts on 127.0.0.1 and answers; the unit's
-# command, run in the foreground, joins; a rerun keeps the identity. Then `--leave`, and the file
-# list of the whole root filesystem must be what it was before the install. Prints the time of each phase and, last, one
+# command, run in the foreground, joins and leaves on SIGTERM; a rerun keeps the identity. Then
+# `--leave` while the agent runs: the agent leaves, and the file list of the whole root filesystem
+# must be what it was before the install. Prints the time of each phase and, last, one
 # JSON line. Exit 0 passed, 1 failed, 77 cannot run here (not root, no debootstrap).
 #
 #   sudo scripts/clean-root-test.sh
@@ -162,27 +163,37 @@ rpc_protocol=$(printf '%s' "$check" | node -e 'process.stdout.write(JSON.parse(r
 say "ggml-rpc-server started on 127.0.0.1 and answered HELLO (RPC protocol $rpc_protocol)"
 
 # The unit's command, run in the foreground: the agent comes up (one "ready" line), then leaves.
-exec_start=()
-while IFS= read -r -d '' arg; do exec_start+=("$arg"); done < <(node -e '
-  const line = /^ExecStart=(.*)$/m.exec(require("fs").readFileSync(process.argv[1], "utf8"))?.[1] ?? ""
-  for (const m of line.matchAll(/"((?:[^"\\]|\\.)*)"/g))
-    process.stdout.write(m[1].replace(/\\(.)/g, "$1").replaceAll("%%", "%") + "\0")' "$fs$unit")
-[ "${#exec_start[@]}" -gt 3 ] || fail "cannot read ExecStart of $unit"
-isolated "${exec_start[@]}" >"$work/agent.out" 2>"$work/agent.err" &
-agent_pid=$!
-for _ in $(seq 1 120); do
-  grep -q '"event":"ready"' "$work/agent.out" && break
-  kill -0 "$agent_pid" 2>/dev/null || break
-  sleep 0.5
-done
-grep -q "\"event\":\"ready\",\"peerId\":\"$peer\"" "$work/agent.out" \
-  || { tail -5 "$work/agent.err" >&2; fail "the unit's command did not join as $peer within 60 s"; }
+# start_agent <name>: the unit's command in the background; waits (60 s at most) for it to be ready.
+start_agent() {
+  local exec_start=() arg
+  while IFS= read -r -d '' arg; do exec_start+=("$arg"); done < <(node -e '
+    const line = /^ExecStart=(.*)$/m.exec(require("fs").readFileSync(process.argv[1], "utf8"))?.[1] ?? ""
+    for (const m of line.matchAll(/"((?:[^"\\]|\\.)*)"/g))
+      process.stdout.write(m[1].replace(/\\(.)/g, "$1").replaceAll("%%", "%") + "\0")' "$fs$unit")
+  [ "${#exec_start[@]}" -gt 3 ] || fail "cannot read ExecStart of $unit"
+  isolated "${exec_start[@]}" >"$work/$1.out" 2>"$work/$1.err" &
+  agent_pid=$!
+  for _ in $(seq 1 120); do
+    grep -q '"event":"ready"' "$work/$1.out" && break
+    kill -0 "$agent_pid" 2>/dev/null || break
+    sleep 0.5
+  done
+  grep -q "\"event\":\"ready\",\"peerId\":\"$peer\"" "$work/$1.out" \
+    || { tail -5 "$work/$1.err" >&2; fail "the unit's command did not join as $peer within 60 s"; }
+}
+# agent_exit: waits for the agent started last (75 s at most, then kills it); sets agent_status.
+agent_exit() {
+  for _ in $(seq 1 150); do kill -0 "$agent_pid" 2>/dev/null || break; sleep 0.5; done
+  set +e
+  kill -0 "$agent_pid" 2>/dev/null && kill -KILL "$agent_pid"
+  wait "$agent_pid"
+  agent_status=$?
+  set -e
+  agent_pid=
+}
+start_agent agent
 kill -TERM "$agent_pid"
-set +e
-wait "$agent_pid"
-agent_status=$?
-set -e
-agent_pid=
+agent_exit
 [ "$agent_status" = 0 ] || fail "the agent exited $agent_status on SIGTERM"
 say "the unit's command joined as $peer and left on SIGTERM"
 
@@ -197,11 +208,16 @@ diff "$work/manifest.first" "$fs$home/frankenstein-mesh/.join-pool.manifest" >&2
   || fail "a rerun added to the manifest"
 say "a rerun (pool by name) kept peer $peer and added nothing, in $t_rerun s"
 
+# --leave while the agent runs (started by hand): it is asked to leave, and it does.
+start_agent agent2
 t2=$(now)
 as_user scripts/join-pool.sh --leave >"$work/leave.out" 2>"$work/leave.err" \
   || { cat "$work/leave.err" >&2; fail "join-pool.sh --leave exited non-zero"; }
 t_leave=$(($(now) - t2))
-cat "$work/leave.out" >&2
+cat "$work/leave.err" "$work/leave.out" >&2
+grep -q 'asked the running agent to leave' "$work/leave.err" || fail "--leave did not stop the running agent"
+agent_exit
+[ "$agent_status" = 0 ] || fail "the agent exited $agent_status when --leave asked it to leave"
 snapshot >"$work/after.txt"
 if ! diff "$work/before.txt" "$work/after.txt" >"$work/diff.txt"; then
   head -40 "$work/diff.txt" >&2
