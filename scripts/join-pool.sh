@@ -86,6 +86,7 @@ case "$(uname -s)" in
 esac
 
 home=${HOME:?HOME is not set}
+home=${home%/}
 config_home=${XDG_CONFIG_HOME:-$home/.config}
 cache_root="${XDG_CACHE_HOME:-$home/.cache}/frankenstein-mesh"
 state_dir="$config_home/frankenstein-mesh"

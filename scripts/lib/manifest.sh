@@ -18,7 +18,7 @@ fm_manifest_has() { [ -f "$manifest" ] && grep -Fxq -- "$(printf '%s\t%s' "$1" "
 fm_manifest_claim() {
   local path dir
   for path in "$@"; do
-    if [ -e "$path" ] || [ -L "$path" ]; then continue; fi
+    if [ -z "$path" ] || [ -e "$path" ] || [ -L "$path" ]; then continue; fi
     fm_manifest_add tree "$path"
     dir=$(dirname "$path")
     while [ "$dir" != / ] && [ ! -e "$dir" ]; do
@@ -51,13 +51,17 @@ fm_manifest_paths() {
   return 0
 }
 
-# A manifest is data, not trust: refuse to remove anything but absolute paths below a folder.
+# A manifest is data, not trust: refuse to remove anything but a plain absolute path below a folder
+# (no `.` or `..` parts, no doubled or trailing slash), and never the home or the repository itself.
 fm_manifest_safe() {
   case "$1" in
     /*/*) ;;
     *) return 1 ;;
   esac
-  [ "$1" != "$HOME" ] && [ "$1" != "${root:-}" ] && [ "${1#*/../}" = "$1" ]
+  case "$1/" in
+    */./* | */../* | *//*) return 1 ;;
+  esac
+  [ "$1" != "$HOME" ] && [ "$1" != "${root:-}" ]
 }
 
 # fm_manifest_remove: removes what the manifest lists (trees, then their folders when empty,
