@@ -28,5 +28,12 @@ elif [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
 else
   echo "no /usr/bin/chromium, and not root with apt-get to install it: test/dashboard.spec.ts will skip" >&2
 fi
+# test/clean-root.spec.ts builds a Debian root filesystem with debootstrap (FM_CLEAN_ROOT=0 skips it).
+if [ "${FM_CLEAN_ROOT:-1}" != 0 ] && [ "$(id -u)" = 0 ] && ! command -v debootstrap >/dev/null \
+  && command -v apt-get >/dev/null; then
+  step "installing debootstrap (for test/clean-root.spec.ts)"
+  apt-get install -y -q debootstrap >&2 || (apt-get update -q >&2 && apt-get install -y -q debootstrap >&2) \
+    || printf 'debootstrap could not be installed: test/clean-root.spec.ts will skip\n' >&2
+fi
 step "end-to-end tests (real rpc-server and llama-server)"
 pnpm -s test:e2e

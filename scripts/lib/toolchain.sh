@@ -71,9 +71,11 @@ fm_ensure_pnpm() {
   chmod +x "$tools/bin/pnpm"
 }
 
-# fm_toolchain <repo-root>: Node 24 and pnpm on PATH, dependencies installed from the lockfile.
+# fm_toolchain <repo-root> [pnpm install flags]: Node 24 and pnpm on PATH, dependencies installed
+# from the lockfile.
 fm_toolchain() {
   local root=$1
+  shift
   local tools="$root/.tools"
   mkdir -p "$tools/bin"
   command -v curl >/dev/null || fm_die "curl is required"
@@ -82,6 +84,6 @@ fm_toolchain() {
   fm_ensure_pnpm "$tools"
   export PATH="$tools/bin:$PATH"
   fm_say "node $(node --version), pnpm $(pnpm --version)"
-  (cd "$root" && pnpm install --frozen-lockfile --prefer-offline --reporter=append-only >&2) \
+  (cd "$root" && pnpm install --frozen-lockfile --prefer-offline --reporter=append-only "$@" >&2) \
     || fm_die "pnpm install failed"
 }

@@ -63,6 +63,8 @@ export interface AgentStatus {
     readonly lastLoss: string | null
   }
   readonly rpcConnections: number
+  /** libp2p connections and the streams open on them (all protocols): a leak shows as growth. */
+  readonly mesh: { readonly connections: number; readonly streams: number }
   /** Receipts recorded and disputed since start, and the ledger's balances per pool. */
   readonly credits: {
     readonly recorded: number
@@ -119,6 +121,7 @@ export function formatStatus(status: AgentStatus): string {
         ? 'lease     none'
         : `lease     ${holder.id} held by pool ${holder.pool} (${holder.peer}) since ${new Date(holder.grantedAt).toISOString()}${holder.revokeBy === undefined ? '' : `, revoked: yield by ${new Date(holder.revokeBy).toISOString()}`}`,
     `waiting   ${status.lease.waiting.length === 0 ? 'nobody' : status.lease.waiting.join(', ')}`,
+    `mesh      ${status.mesh.connections} connections, ${status.mesh.streams} streams open`,
     'pools:'
   ]
   for (const pool of status.pools) {

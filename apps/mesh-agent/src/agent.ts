@@ -257,6 +257,7 @@ export async function startAgent(options: JoinOptions, logger: Logger): Promise<
       sharing: sharingStatus(options.sharing, scheduler.sharing, mux),
       rpcServer: rpc.state(),
       rpcConnections: service.open,
+      mesh: meshCounts(node),
       credits: { recorded: clerk.recorded, disputes: clerk.disputes, balances: ledger.balances() }
     }
   }
@@ -351,4 +352,9 @@ async function localRpcServer(options: JoinOptions, logger: Logger): Promise<Loc
     }),
     stop: () => supervisor.stop()
   }
+}
+
+function meshCounts(node: MeshNode): AgentStatus['mesh'] {
+  const connections = node.getConnections()
+  return { connections: connections.length, streams: connections.reduce((n, c) => n + c.streams.length, 0) }
 }

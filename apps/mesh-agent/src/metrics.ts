@@ -38,6 +38,9 @@ export function agentMetrics(status: () => AgentStatus): ScrapedMetrics<AgentSta
       for (const p of s.sharing.multiplexer?.pools ?? []) g.set({ pool: p.pool }, p.heldBytes)
     }
   )
+  gauge('fm_agent_mesh_streams', 'libp2p streams open on all connections', [], (g, s) =>
+    g.set(s.mesh.streams)
+  )
   gauge('fm_agent_lease_held', 'the pool holding the worker (1), by pool', ['pool'], (g, s) => {
     for (const h of s.lease.holders) g.set({ pool: h.pool }, 1)
   })

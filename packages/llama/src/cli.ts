@@ -2,7 +2,7 @@
 import { Command, Option } from 'commander'
 import { detectBackend, parseBackend } from './binaries/backend.ts'
 import { buildBinaries } from './binaries/build.ts'
-import { ensureBinaries } from './binaries/ensure.ts'
+import { ensureBinaries, ensureRpcServer } from './binaries/ensure.ts'
 import { LlamaError } from './errors.ts'
 import { ensureModel } from './gguf/model-cache.ts'
 import { LARGE_MODEL, TINY_MODEL } from './gguf/llama-model.ts'
@@ -13,6 +13,13 @@ const logger = createLogger({ name: 'fm-llama' })
 const backendOption = new Option('--backend <backend>', 'cpu, cuda or metal (default: detected)').argParser(
   parseBackend
 )
+
+interface EnsureFlags {
+  backend?: ReturnType<typeof parseBackend>
+  build: boolean
+  check?: boolean
+  rpcServerOnly?: boolean
+}
 
 const program = new Command('fm-llama')
   .description('llama.cpp binaries and generated test models for Frankenstein Mesh')
@@ -26,8 +33,13 @@ program
   .addOption(backendOption)
   .option('--no-build', 'fail instead of building when none are found')
   .option('--check', 'start the rpc-server once and report the RPC protocol it speaks')
-  .action(async (opts: { backend?: ReturnType<typeof parseBackend>; build: boolean; check?: boolean }) => {
-    const bins = await ensureBinaries({ logger, backend: opts.backend, build: opts.build })
+  .option(
+    '--rpc-server-only',
+    'only ggml-rpc-server, all a worker runs (built alone when absent: a few minutes instead of ~10)'
+  )
+  .action(async (opts: EnsureFlags) => {
+    const options = { logger, backend: opts.backend, build: opts.build }
+    const bins = opts.rpcServerOnly === true ? await ensureRpcServer(options) : await ensureBinaries(options)
     let rpcProtocol = bins.build?.rpcProtocol
     if (opts.check === true) {
       const server = await startRpcServer({ binary: bins.rpcServer, logger })
@@ -36,6 +48,15 @@ program
       await server.stop()
     }
     process.stdout.write(`${JSON.stringify({ ...bins, rpcProtocol }, null, 2)}\n`)
+  })
+
+program
+  .command('backend')
+  .description(
+    'print the backend a build here would use: metal on macOS, cuda with nvcc and a GPU, cpu otherwise'
+  )
+  .action(() => {
+    process.stdout.write(`${detectBackend()}\n`)
   })
 
 program

@@ -10,10 +10,17 @@ export { LLAMA_SOURCE, BINARY_NAMES } from './constants.ts'
 
 export { detectBackend, parseBackend, type LlamaBackend } from './binaries/backend.ts'
 export { cacheRoot } from './binaries/cache-dir.ts'
-export { buildDir, type BuildInfo } from './binaries/build-info.ts'
-export { locateBinaries, BINARY_ENV, type LlamaBinaries, type BinarySource } from './binaries/locate.ts'
-export { buildBinaries } from './binaries/build.ts'
-export { ensureBinaries, type EnsureBinariesOptions } from './binaries/ensure.ts'
+export { buildDir, rpcServerBuildDir, type BuildInfo } from './binaries/build-info.ts'
+export {
+  locateBinaries,
+  locateRpcServer,
+  BINARY_ENV,
+  type LlamaBinaries,
+  type RpcServerBinary,
+  type BinarySource
+} from './binaries/locate.ts'
+export { buildBinaries, buildRpcServer } from './binaries/build.ts'
+export { ensureBinaries, ensureRpcServer, type EnsureBinariesOptions } from './binaries/ensure.ts'
 
 export { startProcess, describeExit, type ManagedProcess, type ExitInfo } from './process/managed-process.ts'
 export { freeLoopbackPort } from './process/free-port.ts'

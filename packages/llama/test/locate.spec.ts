@@ -3,7 +3,7 @@ import { chmod, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
-import { BINARY_ENV, buildDir, locateBinaries } from '../src/index.ts'
+import { BINARY_ENV, buildDir, locateBinaries, locateRpcServer, rpcServerBuildDir } from '../src/index.ts'
 
 let dir: string
 const fake = async (path: string) => {
@@ -82,6 +82,58 @@ describe('locateBinaries', () => {
     await assert.rejects(
       locateBinaries({ backend: 'cpu', env: { PATH: '' }, rpcServer: dir, llamaServer: dir }),
       { code: 'ERR_BINARY_NOT_FOUND' }
+    )
+  })
+})
+
+describe('locateRpcServer', () => {
+  const info = (rpcProtocol: string) =>
+    JSON.stringify({
+      commit: 'b'.repeat(40),
+      rpcProtocol,
+      backend: 'cpu',
+      cmakeFlags: [],
+      source: 'x',
+      builtAt: 'now'
+    })
+
+  it('takes FM_RPC_SERVER or PATH alone, without a llama-server beside it', async () => {
+    const rpc = await fake(join(dir, 'only', 'ggml-rpc-server'))
+    const noCache = join(dir, 'none')
+    const fromEnv = await locateRpcServer({
+      backend: 'cpu',
+      env: { PATH: '', XDG_CACHE_HOME: noCache, [BINARY_ENV.rpcServer]: rpc }
+    })
+    assert.deepEqual([fromEnv?.source, fromEnv?.rpcServer], ['env', rpc])
+    const fromPath = await locateRpcServer({
+      backend: 'cpu',
+      env: { PATH: join(dir, 'only'), XDG_CACHE_HOME: noCache }
+    })
+    assert.deepEqual([fromPath?.source, fromPath?.rpcServer], ['path', rpc])
+    assert.equal(
+      await locateBinaries({ backend: 'cpu', env: { PATH: join(dir, 'only'), XDG_CACHE_HOME: noCache } }),
+      undefined
+    )
+  })
+
+  it('finds a build of rpc-server alone, and prefers a full build', async () => {
+    const env = { PATH: '', XDG_CACHE_HOME: join(dir, 'rpc-cache') }
+    assert.equal(await locateRpcServer({ backend: 'cpu', env }), undefined)
+    const alone = rpcServerBuildDir('cpu', env)
+    await fake(join(alone, 'bin', 'ggml-rpc-server'))
+    assert.equal(await locateRpcServer({ backend: 'cpu', env }), undefined, 'no build-info: unfinished')
+    await writeFile(join(alone, 'build-info.json'), info('6.0.0'))
+    const found = await locateRpcServer({ backend: 'cpu', env })
+    assert.deepEqual([found?.source, found?.rpcServer], ['cache', join(alone, 'bin', 'ggml-rpc-server')])
+    assert.equal(await locateBinaries({ backend: 'cpu', env }), undefined, 'no llama-server in it')
+
+    const full = buildDir('cpu', env)
+    await fake(join(full, 'bin', 'ggml-rpc-server'))
+    await fake(join(full, 'bin', 'llama-server'))
+    await writeFile(join(full, 'build-info.json'), info('6.0.0'))
+    assert.equal(
+      (await locateRpcServer({ backend: 'cpu', env }))?.rpcServer,
+      join(full, 'bin', 'ggml-rpc-server')
     )
   })
 })

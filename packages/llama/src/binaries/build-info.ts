@@ -23,6 +23,11 @@ export function buildDir(backend: LlamaBackend, env: NodeJS.ProcessEnv = process
   return join(cacheRoot(env), `llama-${LLAMA_SOURCE.commit.slice(0, 12)}-${backend}`)
 }
 
+/** `<cache>/llama-<commit>-<backend>-rpc-server`: a build of ggml-rpc-server alone (for workers). */
+export function rpcServerBuildDir(backend: LlamaBackend, env: NodeJS.ProcessEnv = process.env): string {
+  return `${buildDir(backend, env)}-rpc-server`
+}
+
 /** The build-info of a finished build, or undefined when there is none (or it is unreadable). */
 export async function readBuildInfo(dir: string): Promise<BuildInfo | undefined> {
   try {

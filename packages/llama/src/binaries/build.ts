@@ -7,9 +7,9 @@ import { BinaryError } from '../errors.ts'
 import { describeExit, startProcess } from '../process/managed-process.ts'
 import { createProgress } from '../progress.ts'
 import { cmakeFlags, commandSucceeds, type LlamaBackend } from './backend.ts'
-import { BUILD_INFO_FILE, buildDir, type BuildInfo } from './build-info.ts'
+import { BUILD_INFO_FILE, buildDir, rpcServerBuildDir, type BuildInfo } from './build-info.ts'
 import { pidAlive, withBuildLock } from './build-lock.ts'
-import { inCache, type LlamaBinaries } from './locate.ts'
+import { inCache, rpcServerInCache, type LlamaBinaries, type RpcServerBinary } from './locate.ts'
 import { checkoutSource, fetchSourceTarball, sourceRpcProtocol } from './source.ts'
 
 export interface BuildOptions {
@@ -24,33 +24,55 @@ const TARGETS = [BINARY_NAMES.rpcServer, BINARY_NAMES.llamaServer]
 
 /**
  * Builds ggml-rpc-server and llama-server from the pinned llama.cpp source into our cache, once
- * per commit and backend. The build happens in a `.tmp-<pid>` folder renamed into place at the
- * end, so a killed build leaves no half cache (its leftovers are removed by the next build).
+ * per commit and backend.
  */
 export async function buildBinaries(options: BuildOptions): Promise<LlamaBinaries> {
   const env = options.env ?? process.env
-  const final = buildDir(options.backend, env)
+  return await buildOnce(buildDir(options.backend, env), TARGETS, options, () =>
+    inCache(options.backend, env)
+  )
+}
+
+/** Builds ggml-rpc-server alone (a worker needs nothing else): a fraction of the full build. */
+export async function buildRpcServer(options: BuildOptions): Promise<RpcServerBinary> {
+  const env = options.env ?? process.env
+  return await buildOnce(rpcServerBuildDir(options.backend, env), [BINARY_NAMES.rpcServer], options, () =>
+    rpcServerInCache(options.backend, env)
+  )
+}
+
+/**
+ * Builds `targets` into `final` unless `find` already finds them there. The build happens in a
+ * `.tmp-<pid>` folder renamed into place at the end, under a lock, so a killed build leaves no
+ * half cache (its leftovers are removed by the next build).
+ */
+async function buildOnce<T>(
+  final: string,
+  targets: readonly string[],
+  options: BuildOptions,
+  find: () => Promise<T | undefined>
+): Promise<T> {
   return await withBuildLock(`${final}.lock`, options.logger, async () => {
-    const cached = await inCache(options.backend, env)
+    const cached = await find()
     if (cached !== undefined) return cached
     await removeStaleTemps(final)
     const tmp = `${final}.tmp-${process.pid}`
     try {
-      const build = await buildInto(tmp, options)
+      const build = await buildInto(tmp, targets, options)
       await rm(final, { recursive: true, force: true })
       await rename(join(tmp, 'out'), final)
       options.logger.info({ dir: final, ...build }, 'llama.cpp binaries built')
     } finally {
       await rm(tmp, { recursive: true, force: true })
     }
-    const built = await inCache(options.backend, env)
+    const built = await find()
     if (built === undefined)
       throw new BinaryError('ERR_BUILD_FAILED', `build finished but ${final} is incomplete`)
     return built
   })
 }
 
-async function buildInto(tmp: string, options: BuildOptions): Promise<BuildInfo> {
+async function buildInto(tmp: string, targets: readonly string[], options: BuildOptions): Promise<BuildInfo> {
   const src = join(tmp, 'src')
   const build = join(tmp, 'build')
   const tarball = await fetchSourceTarball(options)
@@ -58,15 +80,15 @@ async function buildInto(tmp: string, options: BuildOptions): Promise<BuildInfo>
   const flags = cmakeFlags(options.backend)
   const generator = commandSucceeds('ninja', ['--version']) ? ['-G', 'Ninja'] : []
   options.logger.info(
-    { backend: options.backend, flags, commit: LLAMA_SOURCE.commit },
+    { backend: options.backend, flags, targets, commit: LLAMA_SOURCE.commit },
     'configuring llama.cpp'
   )
   await cmake(['-S', src, '-B', build, ...generator, ...flags], 'llama.cpp configure', options)
   const jobs = String(options.jobs ?? availableParallelism())
-  await cmake(['--build', build, '--target', ...TARGETS, '-j', jobs], 'llama.cpp build', options)
+  await cmake(['--build', build, '--target', ...targets, '-j', jobs], 'llama.cpp build', options)
   const out = join(tmp, 'out', 'bin')
   await mkdir(out, { recursive: true })
-  for (const target of TARGETS) await copyFile(join(build, 'bin', target), join(out, target))
+  for (const target of targets) await copyFile(join(build, 'bin', target), join(out, target))
   const info: BuildInfo = {
     commit: LLAMA_SOURCE.commit,
     rpcProtocol: await sourceRpcProtocol(src),

@@ -1,8 +1,8 @@
 import type { Logger } from 'pino'
 import { BinaryError } from '../errors.ts'
 import { detectBackend, type LlamaBackend } from './backend.ts'
-import { buildBinaries } from './build.ts'
-import { locateBinaries, type LlamaBinaries } from './locate.ts'
+import { buildBinaries, buildRpcServer } from './build.ts'
+import { locateBinaries, locateRpcServer, type LlamaBinaries, type RpcServerBinary } from './locate.ts'
 
 export interface EnsureBinariesOptions {
   readonly logger: Logger
@@ -46,4 +46,20 @@ export async function ensureBinaries(options: EnsureBinariesOptions): Promise<Ll
     env,
     signal: options.signal
   })
+}
+
+/** Locates ggml-rpc-server alone (all a worker runs), building only it when none is found. */
+export async function ensureRpcServer(options: EnsureBinariesOptions): Promise<RpcServerBinary> {
+  const backend = options.backend ?? detectBackend()
+  const env = options.env ?? process.env
+  const found = await locateRpcServer({ backend, env, rpcServer: options.rpcServer })
+  if (found !== undefined) return found
+  if (options.build === false) {
+    throw new BinaryError(
+      'ERR_BINARY_NOT_FOUND',
+      'no ggml-rpc-server found (flags, FM_RPC_SERVER, PATH, cache); run `fm-llama ensure --rpc-server-only`'
+    )
+  }
+  options.logger.info({ backend }, 'ggml-rpc-server not found, building it alone')
+  return await buildRpcServer({ backend, logger: options.logger, env, signal: options.signal })
 }

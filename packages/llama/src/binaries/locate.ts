@@ -3,7 +3,7 @@ import { delimiter, join } from 'node:path'
 import { BINARY_NAMES } from '../constants.ts'
 import { BinaryError } from '../errors.ts'
 import type { LlamaBackend } from './backend.ts'
-import { buildDir, readBuildInfo, type BuildInfo } from './build-info.ts'
+import { buildDir, readBuildInfo, rpcServerBuildDir, type BuildInfo } from './build-info.ts'
 
 export type BinarySource = 'flag' | 'env' | 'path' | 'cache'
 
@@ -52,6 +52,39 @@ export async function locateBinaries(options: LocateOptions): Promise<LlamaBinar
     return { rpcServer: rpcOnPath, llamaServer: llamaOnPath, source: 'path' }
   }
   return await inCache(options.backend, env)
+}
+
+/** ggml-rpc-server alone, which is all a worker runs. */
+export interface RpcServerBinary {
+  readonly rpcServer: string
+  readonly source: BinarySource
+  readonly build?: BuildInfo | undefined
+}
+
+/**
+ * Finds ggml-rpc-server: an explicit path, FM_RPC_SERVER, PATH, a full build in our cache, then a
+ * build of it alone. Returns undefined when it has to be built.
+ */
+export async function locateRpcServer(options: LocateOptions): Promise<RpcServerBinary | undefined> {
+  const env = options.env ?? process.env
+  if (options.rpcServer !== undefined)
+    return { rpcServer: executable(options.rpcServer, 'rpc-server'), source: 'flag' }
+  const fromEnv = env[BINARY_ENV.rpcServer]
+  if (fromEnv !== undefined) return { rpcServer: executable(fromEnv, BINARY_ENV.rpcServer), source: 'env' }
+  const onPathBinary = onPath(BINARY_NAMES.rpcServer, env)
+  if (onPathBinary !== undefined) return { rpcServer: onPathBinary, source: 'path' }
+  return (await inCache(options.backend, env)) ?? (await rpcServerInCache(options.backend, env))
+}
+
+export async function rpcServerInCache(
+  backend: LlamaBackend,
+  env: NodeJS.ProcessEnv
+): Promise<RpcServerBinary | undefined> {
+  const dir = rpcServerBuildDir(backend, env)
+  const build = await readBuildInfo(dir)
+  const rpcServer = join(dir, 'bin', BINARY_NAMES.rpcServer)
+  if (build === undefined || !isExecutable(rpcServer)) return undefined
+  return { rpcServer, source: 'cache', build }
 }
 
 export async function inCache(
