@@ -267,7 +267,7 @@ concurrentSuite(
   {
     name: '--sharing auto with room for both models: concurrent',
     pools: ['au-a', 'au-b'],
-    join: ['--sharing', 'auto', '--memory', '1GiB']
+    join: ['--sharing', 'auto', '--memory', '1GiB', '--receipt-interval', '1']
   },
   // The orchestrator's plan (weights and KV cache) plus headroom: more than the model, far below 1 GiB.
   (quota, model) => quota !== undefined && quota > model && quota < 512 * 1024 ** 2
