@@ -17,7 +17,7 @@ import {
 } from './fixtures/agent-process.ts'
 import { PROMPTS, createScratch, greedyCompletion, testBinaries, type Scratch } from './fixtures/llama.ts'
 import { changeAddress, createNetwork, netnsAvailable, type Host, type Network } from './fixtures/netns.ts'
-import { alive, mib, procFigures, type ProcFigures } from './fixtures/proc-figures.ts'
+import { mib, procFigures, startTime, stillRunning, type ProcFigures } from './fixtures/proc-figures.ts'
 import { Traffic } from './fixtures/soak-traffic.ts'
 
 const run = promisify(execFile)
@@ -96,7 +96,11 @@ describe('soak: a laptop life', { skip, timeout: SECONDS * 1000 + 20 * 60_000 },
   const expected = new Map<string, number[]>()
   /** Processes the test may have stopped (SIGSTOP): continued before anything else in cleanup. */
   const paused = new Set<number>()
-  const pids = new Set<number>()
+  /** Every process of ours the test saw, by pid and start time (pids are reused on a busy host). */
+  const pids = new Map<number, string | undefined>()
+  const see = (pid: number): void => {
+    if (!pids.has(pid)) pids.set(pid, startTime(pid))
+  }
   const orchestrators: OrchestratorProcess[] = []
   /** Plans the orchestrators had to give up so far (a failover each), from their logs. */
   const replans = (): number =>
@@ -175,7 +179,7 @@ describe('soak: a laptop life', { skip, timeout: SECONDS * 1000 + 20 * 60_000 },
       ],
       { command: ['ip', 'netns', 'exec', orchHost().name, process.execPath, ORCH_BIN] }
     )
-    if (spawned.child.pid !== undefined) pids.add(spawned.child.pid)
+    if (spawned.child.pid !== undefined) see(spawned.child.pid)
     orchestrators.push(spawned)
     return spawned
   }
@@ -196,7 +200,7 @@ describe('soak: a laptop life', { skip, timeout: SECONDS * 1000 + 20 * 60_000 },
     const status = await agentStatus()
     const rpcPid = status.rpcServer.pid
     assert.ok(rpcPid !== undefined && agent?.child.pid !== undefined)
-    pids.add(rpcPid)
+    see(rpcPid)
     const agentFigures = procFigures(agent.child.pid)
     const rpcFigures = procFigures(rpcPid)
     assert.ok(agentFigures !== undefined && rpcFigures !== undefined, 'agent and rpc-server run')
@@ -241,7 +245,7 @@ describe('soak: a laptop life', { skip, timeout: SECONDS * 1000 + 20 * 60_000 },
         env: { ...process.env, MALLOC_MMAP_THRESHOLD_: String(1024 * 1024) }
       }
     )
-    if (agent.child.pid !== undefined) pids.add(agent.child.pid)
+    if (agent.child.pid !== undefined) see(agent.child.pid)
     orch = await startOrchestrator()
   })
 
@@ -312,7 +316,7 @@ describe('soak: a laptop life', { skip, timeout: SECONDS * 1000 + 20 * 60_000 },
       'rpc-server SIGSTOP/SIGCONT': async () => {
         const pid = (await agentStatus()).rpcServer.pid
         assert.ok(pid !== undefined, 'the agent runs its rpc-server')
-        pids.add(pid)
+        see(pid)
         await pause(pid)
         return `paused ${PAUSE_MS} ms (pid ${pid})`
       },
@@ -345,7 +349,7 @@ describe('soak: a laptop life', { skip, timeout: SECONDS * 1000 + 20 * 60_000 },
         const loaded = (await figures()).rpc.rssBytes
         const host = orchHost()
         const before = await namespacePids(host)
-        for (const pid of before) pids.add(pid) // the orchestrator, its llama-server, the forwarder
+        for (const pid of before) see(pid) // the orchestrator, its llama-server, the forwarder
         // Off the network first, so that not even the kernel's FIN or RST of the killed process
         // reaches the agent: the holder is gone without a word, as a laptop whose lid closed.
         await ip(host, ['link', 'set', host.iface, 'down'])
@@ -464,7 +468,7 @@ describe('soak: a laptop life', { skip, timeout: SECONDS * 1000 + 20 * 60_000 },
       const left = await Promise.all(net().namespaces.map((ns) => namespacePids(ns)))
       return left.every((list) => list.length === 0)
     })
-    const survivors = [...pids].filter(alive)
+    const survivors = [...pids].filter(([pid, start]) => stillRunning(pid, start)).map(([pid]) => pid)
     assert.deepEqual(
       survivors,
       [],
