@@ -8,11 +8,11 @@ import { kadDHT, passthroughMapper, type KadDHT } from '@libp2p/kad-dht'
 import { mdns } from '@libp2p/mdns'
 import { noise } from '@libp2p/noise'
 import { ping, type Ping } from '@libp2p/ping'
-import { tcp } from '@libp2p/tcp'
 import { yamux } from '@libp2p/yamux'
 import { DHT_PROTOCOL } from '@frankenstein-mesh/protocol'
 import { createLibp2p } from 'libp2p'
 import { MeshError } from './errors.ts'
+import { oneWriteTcp } from './one-write-tcp.ts'
 
 export interface MeshNodeInit {
   readonly privateKey: PrivateKey
@@ -79,7 +79,7 @@ export async function createMeshNode(init: MeshNodeInit): Promise<MeshNode> {
     return await createLibp2p({
       privateKey: init.privateKey,
       addresses: { listen, ...(init.announce === undefined ? {} : { announce: [...init.announce] }) },
-      transports: [tcp(), circuitRelayTransport()],
+      transports: [oneWriteTcp(), circuitRelayTransport()],
       connectionEncrypters: [noise()],
       streamMuxers: [
         yamux({
