@@ -6,12 +6,12 @@ import { identify } from '@libp2p/identify'
 import type { Libp2p, PrivateKey } from '@libp2p/interface'
 import { kadDHT, passthroughMapper, type KadDHT } from '@libp2p/kad-dht'
 import { mdns } from '@libp2p/mdns'
-import { noise } from '@libp2p/noise'
 import { ping, type Ping } from '@libp2p/ping'
 import { yamux } from '@libp2p/yamux'
 import { DHT_PROTOCOL } from '@frankenstein-mesh/protocol'
 import { createLibp2p } from 'libp2p'
 import { MeshError } from './errors.ts'
+import { leanNoise } from './lean-noise.ts'
 import { oneWriteTcp } from './one-write-tcp.ts'
 
 export interface MeshNodeInit {
@@ -80,7 +80,7 @@ export async function createMeshNode(init: MeshNodeInit): Promise<MeshNode> {
       privateKey: init.privateKey,
       addresses: { listen, ...(init.announce === undefined ? {} : { announce: [...init.announce] }) },
       transports: [oneWriteTcp(), circuitRelayTransport()],
-      connectionEncrypters: [noise()],
+      connectionEncrypters: [leanNoise()],
       streamMuxers: [
         yamux({
           maxMessageSize: FRAME_SIZE,
