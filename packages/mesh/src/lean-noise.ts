@@ -21,11 +21,16 @@ import { Uint8ArrayList } from 'uint8arraylist'
 const MAX_MESSAGE = 65535
 const TAG = 16
 const MAX_PLAINTEXT = MAX_MESSAGE - TAG
+/**
+ * @libp2p/noise decrypts messages this long and longer with node:crypto, which takes a list of
+ * pieces; shorter ones with WebAssembly, which needs them contiguous.
+ */
+const NATIVE_FROM = 1200
 
 interface Handshake {
   readonly payload: { readonly identityKey: Uint8Array; readonly extensions?: NoiseExtensionsPayload }
   encrypt(plaintext: Uint8Array | Uint8ArrayList): Uint8Array | Uint8ArrayList
-  decrypt(ciphertext: Uint8Array, dst?: Uint8Array): Uint8Array | Uint8ArrayList
+  decrypt(ciphertext: Uint8Array | Uint8ArrayList, dst?: Uint8Array): Uint8Array | Uint8ArrayList
 }
 interface NoiseExtensionsPayload extends NoiseExtensions {
   readonly streamMuxers?: string[]
@@ -54,7 +59,7 @@ const readUint16BE = (data: Uint8ArrayList): number => {
  * Noise as @libp2p/noise does it, same handshake (its own code) and same bytes on the wire, with
  * our own transport phase. Theirs decodes with a length reader that throws (and captures a stack)
  * at the end of every chunk read, about 7% of a tunnel process's CPU per small RPC message, and
- * copies each received message once more than it decrypts it.
+ * copies a received message that spans reads before decrypting it (we decrypt the pieces).
  */
 export function leanNoise(
   init?: NoiseInit
@@ -145,9 +150,14 @@ class NoiseTransport extends AbstractMessageStream {
       if (this.buffered < 2 + length) return
       this.take(2)
       if (length < TAG) throw new Error('noise message shorter than its tag')
-      const message = this.take(length)
-      // Decrypting in place is safe: the bytes are ours alone once taken from the read buffer.
-      this.onData(this.handshake.decrypt(message, message.subarray(0, length - TAG)))
+      if (length >= NATIVE_FROM && (this.chunks[0] as Uint8Array).byteLength < length) {
+        // A large message across reads: node:crypto decrypts the pieces as they are.
+        this.onData(this.handshake.decrypt(this.takePieces(length)))
+      } else {
+        const message = this.take(length)
+        // Decrypting in place is safe: the bytes are ours alone once taken from the read buffer.
+        this.onData(this.handshake.decrypt(message, message.subarray(0, length - TAG)))
+      }
     }
   }
 
@@ -158,6 +168,14 @@ class NoiseTransport extends AbstractMessageStream {
       offset -= chunk.byteLength
     }
     throw new RangeError('read past the buffered bytes')
+  }
+
+  /** The next `n` buffered bytes as views of the reads they arrived in. */
+  private takePieces(n: number): Uint8ArrayList {
+    const out = new Uint8ArrayList()
+    while (out.byteLength < n)
+      out.append(this.take(Math.min(n - out.byteLength, (this.chunks[0] as Uint8Array).byteLength)))
+    return out
   }
 
   /** The next `n` buffered bytes, copied only when they span reads. */
