@@ -6,13 +6,14 @@ import { identify } from '@libp2p/identify'
 import type { Libp2p, PrivateKey } from '@libp2p/interface'
 import { kadDHT, passthroughMapper, type KadDHT } from '@libp2p/kad-dht'
 import { mdns } from '@libp2p/mdns'
-import { noise } from '@libp2p/noise'
 import { ping, type Ping } from '@libp2p/ping'
-import { tcp } from '@libp2p/tcp'
 import { yamux } from '@libp2p/yamux'
 import { DHT_PROTOCOL } from '@frankenstein-mesh/protocol'
 import { createLibp2p } from 'libp2p'
 import { MeshError } from './errors.ts'
+import { tuneGcForBulkTraffic } from './gc-tuning.ts'
+import { leanNoise } from './lean-noise.ts'
+import { oneWriteTcp } from './one-write-tcp.ts'
 
 export interface MeshNodeInit {
   readonly privateKey: PrivateKey
@@ -75,12 +76,13 @@ export async function createMeshNode(init: MeshNodeInit): Promise<MeshNode> {
   const listen = [...init.listen]
   if (init.listenThroughRelay === true) listen.push('/p2p-circuit')
   const validity = init.providerValiditySeconds ?? 600
+  tuneGcForBulkTraffic()
   try {
     return await createLibp2p({
       privateKey: init.privateKey,
       addresses: { listen, ...(init.announce === undefined ? {} : { announce: [...init.announce] }) },
-      transports: [tcp(), circuitRelayTransport()],
-      connectionEncrypters: [noise()],
+      transports: [oneWriteTcp(), circuitRelayTransport()],
+      connectionEncrypters: [leanNoise()],
       streamMuxers: [
         yamux({
           maxMessageSize: FRAME_SIZE,
