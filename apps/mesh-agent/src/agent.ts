@@ -1,6 +1,6 @@
 import {
   connectRpc,
-  ensureBinaries,
+  ensureRpcServer,
   listenersOnPort,
   residentBytes,
   type DeviceMemory
@@ -328,7 +328,7 @@ async function localRpcServer(options: JoinOptions, logger: Logger): Promise<Loc
   let binary = options.rpcServerBin
   let accelerator: WorkerAdvert['accelerator'] = 'cpu'
   if (binary === undefined) {
-    const bins = await ensureBinaries({ logger })
+    const bins = await ensureRpcServer({ logger })
     binary = bins.rpcServer
     accelerator = bins.build?.backend ?? 'cpu'
   }
