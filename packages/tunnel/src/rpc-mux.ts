@@ -17,7 +17,8 @@ import {
 import type { Logger } from 'pino'
 import { RpcIsolationError, RpcMuxError } from './errors.ts'
 import { MuxSession, type QueuedCommand } from './mux-session.ts'
-import { roundRobin, type MuxScheduler } from './mux-scheduler.ts'
+import { fairShare, type MuxScheduler } from './mux-scheduler.ts'
+import { ComputeMeter } from './mux-compute-meter.ts'
 import { deviceMemoryWithin } from './mux-quota.ts'
 import type {
   AttachOptions,
@@ -73,6 +74,11 @@ class Multiplexer implements RpcMux {
   private readonly internal: Outgoing[] = []
   private readonly live = new Map<number, { session: MuxSession; end: (end: MuxSessionEnd) => void }>()
   private readonly scheduler: MuxScheduler
+  private readonly meter = new ComputeMeter()
+  /** Compute time (ms) rpc-server spent per pool, ended sessions included; '' key: none. */
+  private readonly computeMs = new Map<string | null, number>()
+  private holdTimer: NodeJS.Timeout | undefined
+  private probing = false
   /** Which session's graph rpc-server holds now, per device. */
   private readonly graphOwner = new Map<number, MuxSession>()
   private nextId = 1
@@ -86,7 +92,7 @@ class Multiplexer implements RpcMux {
   constructor(init: RpcMuxInit) {
     this.init = init
     this.log = init.logger.child({ component: 'rpc-mux' })
-    this.scheduler = init.scheduler ?? roundRobin()
+    this.scheduler = init.scheduler ?? fairShare({ weight: init.weight })
     this.closed = new Promise((resolve) => (this.resolveClosed = resolve))
     this.upstream = connect({ host: '127.0.0.1', port: init.upstreamPort, noDelay: true })
     this.responses = new RpcResponseParser({
@@ -189,7 +195,14 @@ class Multiplexer implements RpcMux {
   }
 
   stats(): MuxStats {
-    return { sessions: this.nextId - 1, ...this.totals }
+    const computeMs: Record<string, number> = {}
+    for (const [pool, ms] of this.computeMs) if (pool !== null) computeMs[pool] = ms
+    return {
+      sessions: this.nextId - 1,
+      ...this.totals,
+      computeMs,
+      internalComputeMs: this.computeMs.get(null) ?? 0
+    }
   }
 
   pools(): MuxPoolInfo[] {
@@ -199,7 +212,9 @@ class Multiplexer implements RpcMux {
       pool,
       sessions,
       heldBytes: this.used(pool),
-      quota: this.init.quota?.(pool)
+      quota: this.init.quota?.(pool),
+      weight: this.init.weight?.(pool) ?? 1,
+      computeMs: this.computeMs.get(pool) ?? 0
     }))
   }
 
@@ -240,6 +255,7 @@ class Multiplexer implements RpcMux {
     this.failure = error
     if (log) this.log.error({ code: error.code, err: error.message }, 'rpc-server connection lost')
     for (const { session } of [...this.live.values()]) this.drop(session, error)
+    clearTimeout(this.holdTimer)
     this.upstream.destroy()
     this.resolveClosed(error)
   }
@@ -257,12 +273,16 @@ class Multiplexer implements RpcMux {
   private pump(): void {
     while (!this.blocked && this.failure === null) {
       const next = this.internal.shift() ?? this.fromSessions()
-      if (next === undefined) return
+      if (next === undefined) {
+        if (this.meter.unmeasured) this.probeSoon()
+        return
+      }
       if (next === null) continue
       if (next.response !== null && next.owner !== null) {
         this.pending.push(next.response)
         this.owners.push(next.owner)
       }
+      this.metered(next)
       next.onSent?.()
       if (!this.upstream.write(next.frame)) this.blocked = true
     }
@@ -274,7 +294,15 @@ class Multiplexer implements RpcMux {
       .map((l) => l.session)
       .filter((s) => !s.awaiting && s.queue.length > 0)
     if (ready.length === 0) return undefined
-    const session = this.scheduler.pick(ready)
+    const inFlight = [...this.live.values()].map((l) => l.session).filter((s) => s.awaiting)
+    const session = this.scheduler.pick(ready, inFlight)
+    if (session === undefined) {
+      this.holdTimer ??= setTimeout(() => {
+        this.holdTimer = undefined
+        this.pump()
+      }, this.scheduler.holdMs ?? 1).unref()
+      return undefined
+    }
     const item = session.take() as QueuedCommand
     if (item.kind === 'local') {
       this.reply(session, item.reply)
@@ -315,10 +343,50 @@ class Multiplexer implements RpcMux {
       session.counters.graphRestores++
       this.totals.graphRestores++
     }
-    return { frame: ours ? item.frame : item.graph.frame, response: null, owner: null }
+    return { frame: ours ? item.frame : item.graph.frame, response: null, owner: { session } }
+  }
+
+  /** Charges the scheduler an estimate of a forwarded command's compute time. */
+  private metered(next: Outgoing): void {
+    const pool = next.owner !== null && 'session' in next.owner ? next.owner.session.pool : null
+    const command = next.frame[0] ?? 0
+    const estimate = this.meter.forwarded(pool, command, next.frame.length, next.response !== null, now())
+    if (pool !== null) this.scheduler.charge?.(pool, estimate)
+  }
+
+  /**
+   * Commands without a reply were sent last and nothing followed within this turn of the event
+   * loop: a DEVICE_COUNT after them tells when rpc-server is done with them, so that their time
+   * is not mixed with idle time or with later commands.
+   */
+  private probeSoon(): void {
+    if (this.probing) return
+    this.probing = true
+    setImmediate(() => {
+      this.probing = false
+      if (this.meter.unmeasured && this.failure === null) this.probe()
+    })
+  }
+
+  private probe(): void {
+    this.internal.push({
+      frame: encodeRequest(RpcCommand.DeviceCount, new Uint8Array(0)),
+      response: { command: RpcCommand.DeviceCount, size: 4 },
+      owner: { internal: () => {} }
+    })
+    this.pump()
+  }
+
+  /** A reply arrived: the measured compute time of the commands it closes corrects their estimates. */
+  private measured(): void {
+    for (const { pool, ms, estimateMs } of this.meter.replied(now())) {
+      this.computeMs.set(pool, (this.computeMs.get(pool) ?? 0) + ms)
+      if (pool !== null) this.scheduler.charge?.(pool, ms - estimateMs)
+    }
   }
 
   private onResponse(frame: RpcResponseFrame): void {
+    this.measured()
     const owner = this.owners.shift() as Owner
     const payload = frame.bytes.subarray(RESPONSE_HEADER_SIZE)
     if ('internal' in owner) {
@@ -401,6 +469,8 @@ class Multiplexer implements RpcMux {
     }
   }
 }
+
+const now = (): number => performance.now()
 
 function u64(n: bigint): Buffer {
   const b = Buffer.alloc(8)
