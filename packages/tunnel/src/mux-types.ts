@@ -15,8 +15,8 @@ export interface RpcMuxInit {
   /** Reply bytes a session may leave unread before it is dropped (default 256 MiB). */
   readonly maxUnreadBytes?: number | undefined
   /**
-   * A pool's weight in sharing rpc-server's compute time (default 1): asked at every scheduling
-   * decision, so it may change as pools come and go. Used by the default scheduler.
+   * A pool's weight in sharing rpc-server's compute time, over the weight its sessions attached
+   * with (default 1): asked at every scheduling decision. Used by the default scheduler.
    */
   readonly weight?: ((pool: string) => number | undefined) | undefined
   /** Which session's command goes upstream next (default: fairShare with `weight`). */
@@ -78,6 +78,8 @@ export interface MuxStats {
 
 export interface AttachOptions {
   readonly pool?: string | undefined
+  /** The pool's weight in sharing compute time (default 1); the pool's latest session sets it. */
+  readonly weight?: number | undefined
   /** For logs: where the session comes from. */
   readonly label?: string | undefined
 }

@@ -78,6 +78,8 @@ class Multiplexer implements RpcMux {
   /** Compute time (ms) rpc-server spent per pool, ended sessions included; '' key: none. */
   private readonly computeMs = new Map<string | null, number>()
   private holdTimer: NodeJS.Timeout | undefined
+  /** Weights pools attached with. */
+  private readonly weights = new Map<string, number>()
   private probing = false
   /** Which session's graph rpc-server holds now, per device. */
   private readonly graphOwner = new Map<number, MuxSession>()
@@ -92,7 +94,7 @@ class Multiplexer implements RpcMux {
   constructor(init: RpcMuxInit) {
     this.init = init
     this.log = init.logger.child({ component: 'rpc-mux' })
-    this.scheduler = init.scheduler ?? fairShare({ weight: init.weight })
+    this.scheduler = init.scheduler ?? fairShare({ weight: (pool) => this.weightOf(pool) })
     this.closed = new Promise((resolve) => (this.resolveClosed = resolve))
     this.upstream = connect({ host: '127.0.0.1', port: init.upstreamPort, noDelay: true })
     this.responses = new RpcResponseParser({
@@ -165,6 +167,7 @@ class Multiplexer implements RpcMux {
       return promise
     }
     this.live.set(id, { session, end: resolve })
+    if (options.weight !== undefined) this.weights.set(session.pool, options.weight)
     socket.on('data', (chunk: Buffer) => {
       if (session.closed) return
       try {
@@ -213,9 +216,13 @@ class Multiplexer implements RpcMux {
       sessions,
       heldBytes: this.used(pool),
       quota: this.init.quota?.(pool),
-      weight: this.init.weight?.(pool) ?? 1,
+      weight: this.weightOf(pool),
       computeMs: this.computeMs.get(pool) ?? 0
     }))
+  }
+
+  private weightOf(pool: string): number {
+    return this.init.weight?.(pool) ?? this.weights.get(pool) ?? 1
   }
 
   /** Bytes a pool holds in rpc-server, with its allocations under way. */
