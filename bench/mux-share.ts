@@ -3,7 +3,9 @@
  * llama-server with its own model, generate continuously through the multiplexer to one real
  * rpc-server. Phases, in one run: each pool alone, both at once with the fair-share hold, both
  * at once work-conserving (holdMs 0). For each: every pool's share of rpc-server compute time
- * (measured by the multiplexer) and its tokens/s.
+ * (measured by the multiplexer) and its tokens/s. Then a third pool loads a bigger model (its
+ * weights cross the multiplexer in 1 MiB SET_TENSOR pieces) while pool a streams tokens: a's
+ * longest gap between two tokens then, against its longest gap with nothing else going on.
  *
  * Usage: node bench/mux-share.ts [--duration S] [--weights 2:1] [--hold-ms MS] [--tokens N]
  */
@@ -49,6 +51,18 @@ const SHAPE = { ...TINY_MODEL, layers: 8, embedding: 512, feedForward: 1536 }
 const MODELS: Record<'a' | 'b', LlamaModelSpec> = {
   a: { ...SHAPE, name: 'share-a', seed: 3 },
   b: { ...SHAPE, name: 'share-b', seed: 5 }
+}
+/** ~200 MB F16: the upload that must not stall pool a. */
+const UPLOAD: LlamaModelSpec = {
+  ...TINY_MODEL,
+  name: 'share-upload',
+  layers: 8,
+  embedding: 1024,
+  feedForward: 2816,
+  heads: 16,
+  kvHeads: 8,
+  weightType: 'f16',
+  seed: 9
 }
 type Pool = keyof typeof MODELS
 const WEIGHTS: Record<Pool, number> = { a: wa, b: wb }
@@ -103,8 +117,70 @@ async function phase(mux: RpcMux, servers: Record<Pool, LlamaServer>, pools: rea
   return results
 }
 
+/** Streams `n` tokens and returns the gaps (ms) between consecutive tokens' arrival. */
+async function streamGaps(url: string, prompt: string, n: number): Promise<number[]> {
+  const res = await fetch(`${url}/completion`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ prompt, n_predict: n, temperature: 0, ignore_eos: true, stream: true }),
+    signal: AbortSignal.timeout(120_000)
+  })
+  if (!res.ok || res.body === null) throw new Error(`HTTP ${res.status}`)
+  const times: number[] = []
+  const decoder = new TextDecoder()
+  for await (const chunk of res.body) {
+    const events = decoder.decode(chunk as Uint8Array, { stream: true }).split('data: ').length - 1
+    for (let i = 0; i < events; i++) times.push(performance.now())
+  }
+  return times.slice(1).map((t, i) => t - (times[i] as number))
+}
+
+/** Pool a streams while `during` runs: its gaps, and how long `during` took. */
+async function gapsWhile(
+  url: string,
+  during: () => Promise<unknown>
+): Promise<{ gaps: number[]; ms: number }> {
+  const state = { running: true }
+  const gaps: number[] = []
+  const stream = (async () => {
+    for (let i = 0; state.running && i < 10_000; i++) gaps.push(...(await streamGaps(url, `stream ${i}`, 32)))
+  })()
+  const start = performance.now()
+  await during()
+  const ms = performance.now() - start
+  state.running = false
+  await stream
+  return { gaps, ms }
+}
+
+async function uploadPhase(mux: RpcMux, upload: string, streamUrl: string) {
+  const listener = await listenRpcMux(mux, { pool: 'c' })
+  const load = async (): Promise<void> => {
+    const rpc = [listener.endpoint]
+    const server = await startLlamaServer({
+      binary: bins.llamaServer,
+      model: upload,
+      logger,
+      rpc,
+      extraArgs: ['--no-warmup']
+    })
+    await server.stop()
+  }
+  try {
+    const alone = performance.now()
+    await load()
+    const loadAloneMs = performance.now() - alone
+    const quiet = await gapsWhile(streamUrl, () => new Promise((resolve) => setTimeout(resolve, 3_000)))
+    const busy = await gapsWhile(streamUrl, load)
+    return { loadAloneMs, loadBusyMs: busy.ms, quiet: quiet.gaps, busy: busy.gaps }
+  } finally {
+    await listener.close()
+  }
+}
+
 const bins = await ensureBinaries({ logger })
 const paths = { a: await ensureModel(MODELS.a, { logger }), b: await ensureModel(MODELS.b, { logger }) }
+const uploadModel = await ensureModel(UPLOAD, { logger })
 const rpc = await startRpcServer({ binary: bins.rpcServer, logger })
 const { scheduler, hold } = switchable()
 const mux = await startRpcMux({ upstreamPort: rpc.port, logger, scheduler })
@@ -134,6 +210,9 @@ try {
   hold(false)
   const conserving = await phase(mux, both, ['a', 'b'])
   say('concurrent (work-conserving) done')
+  hold(true)
+  const upload = await uploadPhase(mux, uploadModel, both.a.url)
+  say('upload done')
 
   const share = (r: Map<Pool, PoolResult>, pool: Pool): number => {
     const total = [...r.values()].reduce((sum, x) => sum + x.computeMs, 0)
@@ -165,6 +244,29 @@ try {
   process.stdout.write(
     `rpc-server busy (compute measured / wall): hold ${busy(fair)}, work-conserving ${busy(conserving)}\n`
   )
+  const gap = (gaps: readonly number[], q: number): string =>
+    `${fmt([...gaps].sort((x, y) => x - y)[Math.min(gaps.length - 1, Math.floor(q * gaps.length))], 0)} ms`
+  process.stdout.write(
+    `${table(
+      ['pool a streaming', 'p50 gap', 'p99 gap', 'max gap', 'pool c model load'],
+      [
+        [
+          'alone',
+          gap(upload.quiet, 0.5),
+          gap(upload.quiet, 0.99),
+          gap(upload.quiet, 1),
+          `${fmt(upload.loadAloneMs / 1000, 2)} s (a idle)`
+        ],
+        [
+          'while c loads',
+          gap(upload.busy, 0.5),
+          gap(upload.busy, 0.99),
+          gap(upload.busy, 1),
+          `${fmt(upload.loadBusyMs / 1000, 2)} s`
+        ]
+      ]
+    )}\n`
+  )
   const ratio = share(fair, 'a') / Math.max(1e-9, share(fair, 'b'))
   process.stdout.write(`compute ratio a:b with hold ${fmt(ratio, 2)} (target ${fmt(wa / wb, 2)})\n`)
   const path = await saveResult('mux-share', {
@@ -178,7 +280,8 @@ try {
       soloA: Object.fromEntries(soloA),
       soloB: Object.fromEntries(soloB),
       concurrentHold: Object.fromEntries(fair),
-      concurrentWorkConserving: Object.fromEntries(conserving)
+      concurrentWorkConserving: Object.fromEntries(conserving),
+      upload
     }
   })
   say(`saved ${path}`)

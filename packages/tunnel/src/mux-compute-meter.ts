@@ -10,6 +10,7 @@ export interface ComputeCharge {
 
 interface Sent {
   readonly pool: string | null
+  readonly bytes: number
   readonly graph: boolean
   readonly estimateMs: number
   readonly at: number
@@ -33,6 +34,8 @@ export class ComputeMeter {
   private readonly sent: Sent[] = []
   private readonly graphMs = new Map<string | null, number>()
   private lastReply = -Infinity
+  /** Request bytes forwarded whose time is not measured yet: queued in sockets or in rpc-server. */
+  unmeasuredBytes = 0
 
   /** Records a command forwarded at `at` (ms) and returns its estimated cost. */
   forwarded(pool: string | null, command: number, bytes: number, replies: boolean, at: number): number {
@@ -42,7 +45,8 @@ export class ComputeMeter {
       : command === RpcCommand.SetTensor
         ? SMALL_MS + bytes * MS_PER_BYTE
         : SMALL_MS
-    this.sent.push({ pool, graph, estimateMs, at, replies })
+    this.sent.push({ pool, bytes, graph, estimateMs, at, replies })
+    this.unmeasuredBytes += bytes
     return estimateMs
   }
 
@@ -51,6 +55,7 @@ export class ComputeMeter {
     const end = this.sent.findIndex((s) => s.replies)
     if (end < 0) return []
     const batch = this.sent.splice(0, end + 1)
+    for (const s of batch) this.unmeasuredBytes -= s.bytes
     const start = Math.max(this.lastReply, (batch[0] as Sent).at)
     this.lastReply = at
     const busy = Math.max(0, at - start)

@@ -33,6 +33,11 @@ import type {
 const DEFAULT_PIECE = 1024 * 1024
 const DEFAULT_MAX_GRAPH = 64 * 1024 * 1024
 const DEFAULT_MAX_UNREAD = 256 * 1024 * 1024
+/**
+ * Request bytes that may be on their way to rpc-server before the multiplexer waits for a reply:
+ * beyond the scheduler, sockets would queue megabytes of one pool's upload ahead of the others.
+ */
+const UPSTREAM_WINDOW = 2 * 1024 * 1024
 
 /** Whom an upstream response belongs to: a session, or the multiplexer itself. */
 type Owner = { readonly session: MuxSession } | { readonly internal: (payload: Uint8Array) => void }
@@ -279,7 +284,7 @@ class Multiplexer implements RpcMux {
   /** Forwards whole commands until the upstream socket is full or nothing is ready. */
   private pump(): void {
     while (!this.blocked && this.failure === null) {
-      const next = this.internal.shift() ?? this.fromSessions()
+      const next = this.nextOutgoing()
       if (next === undefined) {
         if (this.meter.unmeasured) this.probeSoon()
         return
@@ -361,6 +366,14 @@ class Multiplexer implements RpcMux {
     if (pool !== null) this.scheduler.charge?.(pool, estimate)
   }
 
+  /** The multiplexer's own commands first; with too much on its way upstream, a probe and a wait. */
+  private nextOutgoing(): Outgoing | null | undefined {
+    const internal = this.internal.shift()
+    if (internal !== undefined) return internal
+    if (this.meter.unmeasuredBytes < UPSTREAM_WINDOW) return this.fromSessions()
+    return this.meter.unmeasured ? probe(() => this.pump()) : undefined
+  }
+
   /**
    * Commands without a reply were sent last and nothing followed within this turn of the event
    * loop: a DEVICE_COUNT after them tells when rpc-server is done with them, so that their time
@@ -371,17 +384,10 @@ class Multiplexer implements RpcMux {
     this.probing = true
     setImmediate(() => {
       this.probing = false
-      if (this.meter.unmeasured && this.failure === null) this.probe()
+      if (!this.meter.unmeasured || this.failure !== null) return
+      this.internal.push(probe(() => this.pump()))
+      this.pump()
     })
-  }
-
-  private probe(): void {
-    this.internal.push({
-      frame: encodeRequest(RpcCommand.DeviceCount, new Uint8Array(0)),
-      response: { command: RpcCommand.DeviceCount, size: 4 },
-      owner: { internal: () => {} }
-    })
-    this.pump()
   }
 
   /** A reply arrived: the measured compute time of the commands it closes corrects their estimates. */
@@ -478,6 +484,18 @@ class Multiplexer implements RpcMux {
 }
 
 const now = (): number => performance.now()
+
+/**
+ * A DEVICE_COUNT whose reply marks when rpc-server finished what was sent before it; `then` goes
+ * on forwarding, which a full window may have stopped.
+ */
+function probe(then: () => void): Outgoing {
+  return {
+    frame: encodeRequest(RpcCommand.DeviceCount, new Uint8Array(0)),
+    response: { command: RpcCommand.DeviceCount, size: 4 },
+    owner: { internal: then }
+  }
+}
 
 function u64(n: bigint): Buffer {
   const b = Buffer.alloc(8)
