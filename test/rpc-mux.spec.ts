@@ -157,9 +157,10 @@ describe('two pools through one multiplexed rpc-server', { timeout: 300_000 }, (
       logger,
       quota: (pool) => (pool === 'small' ? SMALL : undefined)
     })
-    const listen = (pool: string): Promise<MuxListener> => listenRpcMux(mux, { pool })
+    const listen = (pool: string, weight?: number): Promise<MuxListener> =>
+      listenRpcMux(mux, { pool, weight })
     listeners = {
-      a: await listen('a'),
+      a: await listen('a', 2),
       b: await listen('b'),
       hostile: await listen('hostile'),
       small: await listen('small')
@@ -224,6 +225,19 @@ describe('two pools through one multiplexed rpc-server', { timeout: 300_000 }, (
       `only inputs were uploaded (${uploaded} bytes), no weights`
     )
     assert.ok(mux.stats().graphRestores > 0, 'graphs were restored')
+  })
+
+  it("measures each pool's rpc-server compute time, and only the pool that works is charged", async () => {
+    const weights = Object.fromEntries(mux.pools().map((p) => [p.pool, p.weight]))
+    assert.deepEqual([weights.a, weights.b], [2, 1], 'the weights the pools registered with')
+    const before = mux.stats().computeMs
+    assert.ok((before.a ?? 0) > 0 && (before.b ?? 0) > 0, `both pools computed: ${JSON.stringify(before)}`)
+    await greedyCompletion(servers[1].url, PROMPTS[0] as string, LONG)
+    const after = mux.stats().computeMs
+    assert.equal(after.a, before.a, 'the idle pool a was charged nothing')
+    assert.ok((after.b ?? 0) > (before.b ?? 0), 'pool b was charged for its tokens')
+    const b = mux.pools().find((p) => p.pool === 'b')
+    assert.equal(b?.computeMs, after.b, 'pools() and stats() agree')
   })
 
   it('drops a hostile session alone; the pools go on and rpc-server keeps running', async () => {

@@ -114,6 +114,7 @@ export async function startAgent(options: JoinOptions, logger: Logger): Promise<
           upstreamPort: rpc.port,
           pools,
           quota: (p) => scheduler.quota(p),
+          weight: (p) => memberships.find((m) => m.name === p)?.weight ?? 1,
           logger,
           reconnect: rpc.events === undefined
         })

@@ -14,6 +14,8 @@ export interface MuxHostInit {
   readonly upstreamPort: () => number
   readonly pools: readonly string[]
   readonly quota: (pool: string) => number | undefined
+  /** A pool's weight in sharing rpc-server's compute time (`--pool a=2`). */
+  readonly weight: (pool: string) => number
   readonly logger: Logger
   /**
    * Reconnect by itself when the upstream connection ends (an rpc-server nobody here supervises).
@@ -30,7 +32,28 @@ export interface MuxView {
   readonly stats: MuxStats
 }
 
-const NO_STATS: MuxStats = { sessions: 0, dropped: 0, graphRestores: 0, refusedAllocs: 0 }
+const NO_STATS: MuxStats = {
+  sessions: 0,
+  dropped: 0,
+  graphRestores: 0,
+  refusedAllocs: 0,
+  computeMs: {},
+  internalComputeMs: 0
+}
+
+/** The totals of two multiplexers' lives (the agent starts a new one whenever rpc-server is back). */
+function addStats(a: MuxStats, b: MuxStats): MuxStats {
+  const computeMs: Record<string, number> = { ...a.computeMs }
+  for (const [pool, ms] of Object.entries(b.computeMs)) computeMs[pool] = (computeMs[pool] ?? 0) + ms
+  return {
+    sessions: a.sessions + b.sessions,
+    dropped: a.dropped + b.dropped,
+    graphRestores: a.graphRestores + b.graphRestores,
+    refusedAllocs: a.refusedAllocs + b.refusedAllocs,
+    computeMs,
+    internalComputeMs: a.internalComputeMs + b.internalComputeMs
+  }
+}
 
 /**
  * Concurrent sharing's half of the agent: the multiplexer as rpc-server's one client, and one
@@ -56,10 +79,12 @@ export class MuxHost {
     const mux = await startRpcMux({
       upstreamPort: this.init.upstreamPort(),
       logger: this.init.logger,
-      quota: (pool) => this.init.quota(pool)
+      quota: (pool) => this.init.quota(pool),
+      weight: (pool) => this.init.weight(pool)
     })
     const listeners = new Map<string, MuxListener>()
-    for (const pool of this.init.pools) listeners.set(pool, await listenRpcMux(mux, { pool }))
+    for (const pool of this.init.pools)
+      listeners.set(pool, await listenRpcMux(mux, { pool, weight: this.init.weight(pool) }))
     this.mux = mux
     this.listeners = listeners
     void mux.closed.then(async (err) => {
@@ -91,12 +116,7 @@ export class MuxHost {
     return {
       up: this.mux !== undefined,
       pools: this.mux?.pools() ?? [],
-      stats: {
-        sessions: this.totals.sessions + live.sessions,
-        dropped: this.totals.dropped + live.dropped,
-        graphRestores: this.totals.graphRestores + live.graphRestores,
-        refusedAllocs: this.totals.refusedAllocs + live.refusedAllocs
-      }
+      stats: addStats(this.totals, live)
     }
   }
 
@@ -128,13 +148,7 @@ export class MuxHost {
     const mux = this.mux
     if (mux === undefined) return
     this.mux = undefined
-    const stats = mux.stats()
-    this.totals = {
-      sessions: this.totals.sessions + stats.sessions,
-      dropped: this.totals.dropped + stats.dropped,
-      graphRestores: this.totals.graphRestores + stats.graphRestores,
-      refusedAllocs: this.totals.refusedAllocs + stats.refusedAllocs
-    }
+    this.totals = addStats(this.totals, mux.stats())
     const listeners = [...this.listeners.values()]
     this.listeners = new Map()
     mux.close()

@@ -21,6 +21,12 @@ export {
   type MuxSessionInfo
 } from './mux-types.ts'
 export { startRpcMux } from './rpc-mux.ts'
-export { roundRobin, type MuxScheduler, type MuxSessionView } from './mux-scheduler.ts'
+export {
+  fairShare,
+  roundRobin,
+  type FairShareInit,
+  type MuxScheduler,
+  type MuxSessionView
+} from './mux-scheduler.ts'
 export { listenRpcMux, type MuxListener } from './mux-listener.ts'
 export { GGML_OPS, GGML_OP_COUNT, requiredSources } from './ggml-ops.ts'

@@ -14,11 +14,20 @@ export interface MuxListener {
  */
 export async function listenRpcMux(
   mux: RpcMux,
-  options: { readonly port?: number | undefined; readonly pool?: string | undefined } = {}
+  options: {
+    readonly port?: number | undefined
+    readonly pool?: string | undefined
+    /** The pool's weight in sharing rpc-server's compute time (default 1). */
+    readonly weight?: number | undefined
+  } = {}
 ): Promise<MuxListener> {
   const port = options.port ?? 0
   const server: Server = createServer({ noDelay: true }, (socket) => {
-    void mux.attach(socket, { pool: options.pool, label: `tcp:${socket.remotePort ?? 0}` })
+    void mux.attach(socket, {
+      pool: options.pool,
+      weight: options.weight,
+      label: `tcp:${socket.remotePort ?? 0}`
+    })
   })
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject)

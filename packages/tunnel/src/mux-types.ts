@@ -14,7 +14,12 @@ export interface RpcMuxInit {
   readonly maxGraphBytes?: number | undefined
   /** Reply bytes a session may leave unread before it is dropped (default 256 MiB). */
   readonly maxUnreadBytes?: number | undefined
-  /** Which session's command goes upstream next (default round robin). */
+  /**
+   * A pool's weight in sharing rpc-server's compute time, over the weight its sessions attached
+   * with (default 1): asked at every scheduling decision. Used by the default scheduler.
+   */
+  readonly weight?: ((pool: string) => number | undefined) | undefined
+  /** Which session's command goes upstream next (default: fairShare with `weight`). */
   readonly scheduler?: MuxScheduler | undefined
   /**
    * Buffer bytes a pool may hold in rpc-server (undefined: no quota). Asked at every ALLOC_BUFFER
@@ -54,6 +59,9 @@ export interface MuxPoolInfo {
   readonly sessions: number
   readonly heldBytes: number
   readonly quota: number | undefined
+  readonly weight: number
+  /** Milliseconds of rpc-server compute time the pool's live and ended sessions got. */
+  readonly computeMs: number
 }
 
 export interface MuxStats {
@@ -62,10 +70,16 @@ export interface MuxStats {
   readonly dropped: number
   readonly graphRestores: number
   readonly refusedAllocs: number
+  /** Measured rpc-server compute time (ms) per pool, ended sessions included. */
+  readonly computeMs: Readonly<Record<string, number>>
+  /** Compute time of the multiplexer's own commands (clearing buffers, freeing, probes). */
+  readonly internalComputeMs: number
 }
 
 export interface AttachOptions {
   readonly pool?: string | undefined
+  /** The pool's weight in sharing compute time (default 1); the pool's latest session sets it. */
+  readonly weight?: number | undefined
   /** For logs: where the session comes from. */
   readonly label?: string | undefined
 }

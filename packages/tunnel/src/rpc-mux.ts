@@ -17,7 +17,8 @@ import {
 import type { Logger } from 'pino'
 import { RpcIsolationError, RpcMuxError } from './errors.ts'
 import { MuxSession, type QueuedCommand } from './mux-session.ts'
-import { roundRobin, type MuxScheduler } from './mux-scheduler.ts'
+import { fairShare, type MuxScheduler } from './mux-scheduler.ts'
+import { ComputeMeter } from './mux-compute-meter.ts'
 import { deviceMemoryWithin } from './mux-quota.ts'
 import type {
   AttachOptions,
@@ -32,6 +33,11 @@ import type {
 const DEFAULT_PIECE = 1024 * 1024
 const DEFAULT_MAX_GRAPH = 64 * 1024 * 1024
 const DEFAULT_MAX_UNREAD = 256 * 1024 * 1024
+/**
+ * Request bytes that may be on their way to rpc-server before the multiplexer waits for a reply:
+ * beyond the scheduler, sockets would queue megabytes of one pool's upload ahead of the others.
+ */
+const UPSTREAM_WINDOW = 2 * 1024 * 1024
 
 /** Whom an upstream response belongs to: a session, or the multiplexer itself. */
 type Owner = { readonly session: MuxSession } | { readonly internal: (payload: Uint8Array) => void }
@@ -73,6 +79,13 @@ class Multiplexer implements RpcMux {
   private readonly internal: Outgoing[] = []
   private readonly live = new Map<number, { session: MuxSession; end: (end: MuxSessionEnd) => void }>()
   private readonly scheduler: MuxScheduler
+  private readonly meter = new ComputeMeter()
+  /** Compute time (ms) rpc-server spent per pool, ended sessions included; '' key: none. */
+  private readonly computeMs = new Map<string | null, number>()
+  private holdTimer: NodeJS.Timeout | undefined
+  /** Weights pools attached with. */
+  private readonly weights = new Map<string, number>()
+  private probing = false
   /** Which session's graph rpc-server holds now, per device. */
   private readonly graphOwner = new Map<number, MuxSession>()
   private nextId = 1
@@ -86,7 +99,7 @@ class Multiplexer implements RpcMux {
   constructor(init: RpcMuxInit) {
     this.init = init
     this.log = init.logger.child({ component: 'rpc-mux' })
-    this.scheduler = init.scheduler ?? roundRobin()
+    this.scheduler = init.scheduler ?? fairShare({ weight: (pool) => this.weightOf(pool) })
     this.closed = new Promise((resolve) => (this.resolveClosed = resolve))
     this.upstream = connect({ host: '127.0.0.1', port: init.upstreamPort, noDelay: true })
     this.responses = new RpcResponseParser({
@@ -159,6 +172,7 @@ class Multiplexer implements RpcMux {
       return promise
     }
     this.live.set(id, { session, end: resolve })
+    if (options.weight !== undefined) this.weights.set(session.pool, options.weight)
     socket.on('data', (chunk: Buffer) => {
       if (session.closed) return
       try {
@@ -189,7 +203,14 @@ class Multiplexer implements RpcMux {
   }
 
   stats(): MuxStats {
-    return { sessions: this.nextId - 1, ...this.totals }
+    const computeMs: Record<string, number> = {}
+    for (const [pool, ms] of this.computeMs) if (pool !== null) computeMs[pool] = ms
+    return {
+      sessions: this.nextId - 1,
+      ...this.totals,
+      computeMs,
+      internalComputeMs: this.computeMs.get(null) ?? 0
+    }
   }
 
   pools(): MuxPoolInfo[] {
@@ -199,8 +220,14 @@ class Multiplexer implements RpcMux {
       pool,
       sessions,
       heldBytes: this.used(pool),
-      quota: this.init.quota?.(pool)
+      quota: this.init.quota?.(pool),
+      weight: this.weightOf(pool),
+      computeMs: this.computeMs.get(pool) ?? 0
     }))
+  }
+
+  private weightOf(pool: string): number {
+    return this.init.weight?.(pool) ?? this.weights.get(pool) ?? 1
   }
 
   /** Bytes a pool holds in rpc-server, with its allocations under way. */
@@ -240,6 +267,7 @@ class Multiplexer implements RpcMux {
     this.failure = error
     if (log) this.log.error({ code: error.code, err: error.message }, 'rpc-server connection lost')
     for (const { session } of [...this.live.values()]) this.drop(session, error)
+    clearTimeout(this.holdTimer)
     this.upstream.destroy()
     this.resolveClosed(error)
   }
@@ -256,13 +284,17 @@ class Multiplexer implements RpcMux {
   /** Forwards whole commands until the upstream socket is full or nothing is ready. */
   private pump(): void {
     while (!this.blocked && this.failure === null) {
-      const next = this.internal.shift() ?? this.fromSessions()
-      if (next === undefined) return
+      const next = this.nextOutgoing()
+      if (next === undefined) {
+        if (this.meter.unmeasured) this.probeSoon()
+        return
+      }
       if (next === null) continue
       if (next.response !== null && next.owner !== null) {
         this.pending.push(next.response)
         this.owners.push(next.owner)
       }
+      this.metered(next)
       next.onSent?.()
       if (!this.upstream.write(next.frame)) this.blocked = true
     }
@@ -274,7 +306,15 @@ class Multiplexer implements RpcMux {
       .map((l) => l.session)
       .filter((s) => !s.awaiting && s.queue.length > 0)
     if (ready.length === 0) return undefined
-    const session = this.scheduler.pick(ready)
+    const inFlight = [...this.live.values()].map((l) => l.session).filter((s) => s.awaiting)
+    const session = this.scheduler.pick(ready, inFlight)
+    if (session === undefined) {
+      this.holdTimer ??= setTimeout(() => {
+        this.holdTimer = undefined
+        this.pump()
+      }, this.scheduler.holdMs ?? 1).unref()
+      return undefined
+    }
     const item = session.take() as QueuedCommand
     if (item.kind === 'local') {
       this.reply(session, item.reply)
@@ -315,10 +355,51 @@ class Multiplexer implements RpcMux {
       session.counters.graphRestores++
       this.totals.graphRestores++
     }
-    return { frame: ours ? item.frame : item.graph.frame, response: null, owner: null }
+    return { frame: ours ? item.frame : item.graph.frame, response: null, owner: { session } }
+  }
+
+  /** Charges the scheduler an estimate of a forwarded command's compute time. */
+  private metered(next: Outgoing): void {
+    const pool = next.owner !== null && 'session' in next.owner ? next.owner.session.pool : null
+    const command = next.frame[0] ?? 0
+    const estimate = this.meter.forwarded(pool, command, next.frame.length, next.response !== null, now())
+    if (pool !== null) this.scheduler.charge?.(pool, estimate)
+  }
+
+  /** The multiplexer's own commands first; with too much on its way upstream, a probe and a wait. */
+  private nextOutgoing(): Outgoing | null | undefined {
+    const internal = this.internal.shift()
+    if (internal !== undefined) return internal
+    if (this.meter.unmeasuredBytes < UPSTREAM_WINDOW) return this.fromSessions()
+    return this.meter.unmeasured ? probe(() => this.pump()) : undefined
+  }
+
+  /**
+   * Commands without a reply were sent last and nothing followed within this turn of the event
+   * loop: a DEVICE_COUNT after them tells when rpc-server is done with them, so that their time
+   * is not mixed with idle time or with later commands.
+   */
+  private probeSoon(): void {
+    if (this.probing) return
+    this.probing = true
+    setImmediate(() => {
+      this.probing = false
+      if (!this.meter.unmeasured || this.failure !== null) return
+      this.internal.push(probe(() => this.pump()))
+      this.pump()
+    })
+  }
+
+  /** A reply arrived: the measured compute time of the commands it closes corrects their estimates. */
+  private measured(): void {
+    for (const { pool, ms, estimateMs } of this.meter.replied(now())) {
+      this.computeMs.set(pool, (this.computeMs.get(pool) ?? 0) + ms)
+      if (pool !== null) this.scheduler.charge?.(pool, ms - estimateMs)
+    }
   }
 
   private onResponse(frame: RpcResponseFrame): void {
+    this.measured()
     const owner = this.owners.shift() as Owner
     const payload = frame.bytes.subarray(RESPONSE_HEADER_SIZE)
     if ('internal' in owner) {
@@ -399,6 +480,20 @@ class Multiplexer implements RpcMux {
       session.awaiting = false
       this.pump()
     }
+  }
+}
+
+const now = (): number => performance.now()
+
+/**
+ * A DEVICE_COUNT whose reply marks when rpc-server finished what was sent before it; `then` goes
+ * on forwarding, which a full window may have stopped.
+ */
+function probe(then: () => void): Outgoing {
+  return {
+    frame: encodeRequest(RpcCommand.DeviceCount, new Uint8Array(0)),
+    response: { command: RpcCommand.DeviceCount, size: 4 },
+    owner: { internal: then }
   }
 }
 

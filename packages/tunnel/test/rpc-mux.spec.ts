@@ -143,6 +143,34 @@ describe('RPC multiplexer', () => {
     assert.deepEqual(Buffer.concat(pieces.map((p) => p.payload.subarray(304))), data)
   })
 
+  it(
+    'sends an upload larger than its upstream window in windows, each closed by a probe',
+    { timeout: 20_000 },
+    async () => {
+      const a = client()
+      await a.hello()
+      const size = 3 * 1024 * 1024
+      const buf = await a.alloc(BigInt(size))
+      const tensor = encodeTensor({
+        buffer: buf.ptr,
+        data: buf.base,
+        type: 0,
+        ne: [size / 4, 1, 1, 1],
+        nb: [4, size, size, size]
+      })
+      a.send(RpcCommand.SetTensor, Buffer.concat([tensor, u64(0n), Buffer.alloc(size, 1)]))
+      await a.alloc(64n)
+      const pieces = upstream.of(RpcCommand.SetTensor)
+      assert.equal(
+        pieces.reduce((sum, p) => sum + p.payload.length - 304, 0),
+        size,
+        'the whole upload'
+      )
+      assert.ok(upstream.of(RpcCommand.DeviceCount).length > 0, 'probes closed the windows')
+      assert.ok(mux.stats().computeMs[''] !== undefined, "the upload's time is charged to its pool")
+    }
+  )
+
   it("drops only the session that reaches for another's buffer; nothing of it goes upstream", async () => {
     const [a, b] = [client(), client()]
     await a.hello()
