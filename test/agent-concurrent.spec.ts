@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import { execFile } from 'node:child_process'
-import { statSync } from 'node:fs'
+import { readdirSync, readFileSync, statSync } from 'node:fs'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { promisify } from 'node:util'
@@ -225,6 +225,37 @@ function concurrentSuite(suite: Suite, quotaOk: (quota: number | undefined, mode
     })
 
     if (suite.restart === true)
+      it("a pool's llama-server SIGKILLed mid-generation: the other pool goes on correctly, the killed sessions end", async () => {
+        const [orchA, orchB] = orchestrators
+        assert.ok(orchA?.child.pid !== undefined && orchB !== undefined)
+        const llama = childNamed(orchA.child.pid, 'llama-server')
+        assert.ok(llama !== undefined, "pool a's orchestrator runs a llama-server")
+        const before = await status()
+        const generating = (async () => {
+          const got: Array<[string, number[]]> = []
+          for (const prompt of PROMPTS)
+            got.push([prompt, [...(await greedyCompletion(orchB.url, prompt, TOKENS)).tokens]])
+          return got
+        })()
+        process.kill(llama, 'SIGKILL') // while pool b's first request is in flight
+        for (const [prompt, tokens] of await generating)
+          assert.deepEqual(tokens, expected()[1].get(prompt), `pool ${b}: "${prompt}"`)
+        // Pool a's orchestrator starts llama-server again, and it loads through a new session.
+        const prompt = PROMPTS[0] as string
+        assert.deepEqual(await completeWithin(orchA.url, prompt, 90_000), expected()[0].get(prompt))
+        const afterwards = await status()
+        assert.equal(afterwards.rpcServer.restarts, before.rpcServer.restarts, 'rpc-server kept running')
+        assert.equal(afterwards.sharing.multiplexer?.dropped, 0, 'no session was dropped as hostile')
+        const connections = (s: Status): number | undefined =>
+          s.pools.find((p) => p.name === b)?.traffic.connections
+        assert.equal(connections(afterwards), connections(before), `pool ${b}'s RPC connections never ended`)
+        // Had the killed sessions lived on in the multiplexer, pool a would hold its model twice.
+        const size = statSync(models()[0]).size
+        const held = afterwards.sharing.multiplexer.pools.find((p) => p.pool === a)?.heldBytes ?? 0
+        assert.ok(held > size * 0.9 && held < size * 1.5, `pool ${a} holds ${held} bytes (model: ${size})`)
+      })
+
+    if (suite.restart === true)
       it('starts a new multiplexer when rpc-server is restarted, and both pools serve again', async () => {
         const pid = (await status()).rpcServer.pid
         assert.ok(pid !== undefined)
@@ -272,6 +303,23 @@ concurrentSuite(
   // The orchestrator's plan (weights and KV cache) plus headroom: more than the model, far below 1 GiB.
   (quota, model) => quota !== undefined && quota > model && quota < 512 * 1024 ** 2
 )
+
+/** The pid of a direct child of `parent` whose command is `name` (from /proc, Linux). */
+function childNamed(parent: number, name: string): number | undefined {
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8')
+      const open = stat.indexOf('(')
+      const close = stat.lastIndexOf(')')
+      const ppid = Number(stat.slice(close + 2).split(' ')[1])
+      if (ppid === parent && stat.slice(open + 1, close) === name) return Number(entry)
+    } catch {
+      // the process ended while we looked
+    }
+  }
+  return undefined
+}
 
 /** A completion from an orchestrator that may be between slices: retried until `timeoutMs`. */
 async function completeWithin(url: string, prompt: string, timeoutMs: number): Promise<number[]> {
