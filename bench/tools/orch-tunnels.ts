@@ -7,6 +7,7 @@ import { createLogger } from '@frankenstein-mesh/llama'
 import {
   acquireLease,
   createMeshNode,
+  tuneGcForBulkTraffic,
   ephemeralPrivateKey,
   multiaddr,
   peerIdFromString
@@ -16,6 +17,7 @@ import { credentialFor } from '../../test/fixtures/credentials.ts'
 
 const logger = createLogger({ name: 'orch-tunnels', level: 'warn' })
 const listen = process.env['FM_LISTEN'] ?? '/ip4/127.0.0.1/tcp/0'
+tuneGcForBulkTraffic() // as mesh-orch does: the figures are the real processes'
 const node = await createMeshNode({ privateKey: await ephemeralPrivateKey(), listen: [listen] })
 const tunnels: RpcTunnel[] = []
 for (const address of process.argv.slice(2)) {

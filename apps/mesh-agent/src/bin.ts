@@ -1,6 +1,9 @@
 #!/usr/bin/env node
 // The entry point: the one place where errors become exit statuses.
+import { tuneGcForBulkTraffic } from '@frankenstein-mesh/mesh'
 import { buildProgram } from './cli.ts'
+
+tuneGcForBulkTraffic()
 
 const controller = new AbortController()
 for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => controller.abort())

@@ -9,7 +9,9 @@ let tuned = false
  * process, and marking took ~45% of the tunnel's CPU. Counting external memory in the global
  * limit and letting the heap grow 5x its live size between collections cut that to 2 and the
  * CPU per GB from ~8 s to ~3.5 s (orchestrator + agent), for ~60 MB more peak RSS per process.
- * Process-wide and idempotent; called by every mesh node, since every one may carry a tunnel.
+ * Process-wide and idempotent, so it is the process's choice, not a library's side effect: the
+ * entry points of the processes that carry tunnels (mesh-agent, mesh-orch, the bench's tunnel end)
+ * call it first.
  */
 export function tuneGcForBulkTraffic(): void {
   if (tuned) return

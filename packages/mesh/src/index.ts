@@ -46,3 +46,4 @@ export {
   claimedOwner,
   type CredentialCheck
 } from './pool-auth.ts'
+export { tuneGcForBulkTraffic } from './gc-tuning.ts'

@@ -11,7 +11,6 @@ import { yamux } from '@libp2p/yamux'
 import { DHT_PROTOCOL } from '@frankenstein-mesh/protocol'
 import { createLibp2p } from 'libp2p'
 import { MeshError } from './errors.ts'
-import { tuneGcForBulkTraffic } from './gc-tuning.ts'
 import { leanNoise } from './lean-noise.ts'
 import { oneWriteTcp } from './one-write-tcp.ts'
 
@@ -76,7 +75,6 @@ export async function createMeshNode(init: MeshNodeInit): Promise<MeshNode> {
   const listen = [...init.listen]
   if (init.listenThroughRelay === true) listen.push('/p2p-circuit')
   const validity = init.providerValiditySeconds ?? 600
-  tuneGcForBulkTraffic()
   try {
     return await createLibp2p({
       privateKey: init.privateKey,
