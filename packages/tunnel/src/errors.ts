@@ -1,10 +1,6 @@
-/**
- * A multiplexed RPC session broke isolation or the protocol: it named a buffer that is not its
- * own, reached outside one of its buffers, sent what rpc-server would refuse (which would close the
- * shared connection), or stalled the others. Only that session is dropped.
- */
-export class RpcIsolationError extends Error {
-  override readonly name = 'RpcIsolationError'
+/** Base of every error this package throws: branch on `code`, never on the message. */
+export class TunnelError extends Error {
+  override readonly name: string = 'TunnelError'
   readonly code: string
 
   constructor(code: string, message: string, options?: ErrorOptions) {
@@ -13,13 +9,16 @@ export class RpcIsolationError extends Error {
   }
 }
 
-/** The multiplexer's own connection to rpc-server failed: every session on it ends. */
-export class RpcMuxError extends Error {
-  override readonly name = 'RpcMuxError'
-  readonly code: string
+/**
+ * A multiplexed RPC session broke isolation or the protocol: it named a buffer that is not its
+ * own, reached outside one of its buffers, sent what rpc-server would refuse (which would close the
+ * shared connection), or stalled the others. Only that session is dropped.
+ */
+export class RpcIsolationError extends TunnelError {
+  override readonly name = 'RpcIsolationError'
+}
 
-  constructor(code: string, message: string, options?: ErrorOptions) {
-    super(message, options)
-    this.code = code
-  }
+/** The multiplexer's own connection to rpc-server failed: every session on it ends. */
+export class RpcMuxError extends TunnelError {
+  override readonly name = 'RpcMuxError'
 }

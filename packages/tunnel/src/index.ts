@@ -2,7 +2,7 @@ export { bridge, waitDrain, type BridgeInit, type BridgeEnd, type Gate } from '.
 export { RpcGate, type RpcTraffic } from './rpc-gate.ts'
 export { startRpcTunnel, type RpcTunnel, type RpcTunnelInit } from './rpc-tunnel.ts'
 export { startRpcService, type RpcService, type RpcServiceInit } from './rpc-service.ts'
-export { RpcIsolationError, RpcMuxError } from './errors.ts'
+export { RpcIsolationError, RpcMuxError, TunnelError } from './errors.ts'
 export {
   checkCommand,
   checkGraph,
