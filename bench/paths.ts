@@ -13,7 +13,8 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createInterface } from 'node:readline'
 
-export type PathName = 'direct' | 'proxy' | 'tunnel'
+/** `baseline`: the tunnel of another checkout (`bench/tunnel.ts --baseline <dir>`), for before/after runs. */
+export type PathName = 'direct' | 'proxy' | 'tunnel' | 'baseline'
 
 export interface RpcPath {
   readonly name: PathName

@@ -8,10 +8,17 @@
  * behind a veth link rate-limited to 1 Gbit/s (tbf) with a delay relay holding each direction for
  * 10 ms (20 ms RTT; this kernel has no netem). Needs root.
  *
+ * --baseline <dir> adds the tunnel of another checkout of this repository (its own mesh-agent and
+ * tunnel end, from its bench/paths.ts; dependencies installed there) as a fourth path, so that a
+ * change to the tunnel is measured before and after in the same rounds:
+ *   git worktree add /tmp/fm-base <commit> && (cd /tmp/fm-base && pnpm install --frozen-lockfile)
+ *   node bench/tunnel.ts --baseline /tmp/fm-base
+ *
  * Usage: node bench/tunnel.ts [--scenario loopback|shaped] [--rounds N] [--skip-large]
- *                             [--bulk-mib N] [--round-trips N]
+ *                             [--bulk-mib N] [--round-trips N] [--baseline DIR]
  */
 import { spawn } from 'node:child_process'
+import { join, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
 import {
   LARGE_MODEL,
@@ -47,20 +54,30 @@ const { values } = parseArgs({
     'round-trips': { type: 'string', default: '2000' },
     scenario: { type: 'string', default: 'loopback' },
     'far-netns': { type: 'string' },
-    'far-address': { type: 'string' }
+    'far-address': { type: 'string' },
+    baseline: { type: 'string' }
   }
 })
 const rounds = Number(values.rounds)
 const logger = createLogger({ name: 'bench', level: 'warn' })
-const PATHS: readonly PathName[] = ['direct', 'proxy', 'tunnel']
+const baseline =
+  values.baseline === undefined
+    ? undefined
+    : ((await import(join(resolve(values.baseline), 'bench', 'paths.ts'))) as {
+        tunnelPath: typeof tunnelPath
+      })
+const PATHS: readonly PathName[] =
+  baseline === undefined ? ['direct', 'proxy', 'tunnel'] : ['direct', 'proxy', 'baseline', 'tunnel']
 const say = (text: string): void => void process.stderr.write(`${text}\n`)
 
 async function buildPaths(topology: Topology, ports: readonly number[]): Promise<Record<PathName, RpcPath>> {
-  return {
+  const paths: Partial<Record<PathName, RpcPath>> = {
     direct: await directPath(topology, ports),
     proxy: await proxyPath(topology, ports),
     tunnel: await tunnelPath(topology, ports)
   }
+  if (baseline !== undefined) paths.baseline = await baseline.tunnelPath(topology, ports)
+  return paths as Record<PathName, RpcPath>
 }
 
 async function transport(
