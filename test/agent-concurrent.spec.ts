@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import { execFile } from 'node:child_process'
-import { readdirSync, readFileSync, statSync } from 'node:fs'
+import { statSync } from 'node:fs'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { promisify } from 'node:util'
@@ -21,6 +21,7 @@ import {
   type AgentProcess,
   type OrchestratorProcess
 } from './fixtures/agent-process.ts'
+import { childNamed } from './fixtures/proc-figures.ts'
 import { PROMPTS, createScratch, greedyCompletion, testBinaries, type Scratch } from './fixtures/llama.ts'
 
 const run = promisify(execFile)
@@ -303,23 +304,6 @@ concurrentSuite(
   // The orchestrator's plan (weights and KV cache) plus headroom: more than the model, far below 1 GiB.
   (quota, model) => quota !== undefined && quota > model && quota < 512 * 1024 ** 2
 )
-
-/** The pid of a direct child of `parent` whose command is `name` (from /proc, Linux). */
-function childNamed(parent: number, name: string): number | undefined {
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue
-    try {
-      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8')
-      const open = stat.indexOf('(')
-      const close = stat.lastIndexOf(')')
-      const ppid = Number(stat.slice(close + 2).split(' ')[1])
-      if (ppid === parent && stat.slice(open + 1, close) === name) return Number(entry)
-    } catch {
-      // the process ended while we looked
-    }
-  }
-  return undefined
-}
 
 /** A completion from an orchestrator that may be between slices: retried until `timeoutMs`. */
 async function completeWithin(url: string, prompt: string, timeoutMs: number): Promise<number[]> {

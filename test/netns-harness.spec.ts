@@ -1,7 +1,6 @@
 import assert from 'node:assert/strict'
 import { execFile } from 'node:child_process'
 import { EventEmitter } from 'node:events'
-import { readFileSync } from 'node:fs'
 import { createInterface } from 'node:readline'
 import type { Readable } from 'node:stream'
 import { after, describe, it } from 'node:test'
@@ -14,6 +13,7 @@ import {
   type Network,
   type NetworkInit
 } from './fixtures/netns.ts'
+import { alive } from './fixtures/proc-figures.ts'
 
 const available = await netnsAvailable()
 const skip = available.ok ? false : available.reason
@@ -185,11 +185,7 @@ describe('network namespace harness', { timeout: 90_000 }, () => {
         (await namespaceList()).filter((ns) => ns.includes(net.id)),
         []
       )
-      await waitUntil(
-        () => pids.every((pid) => pid === undefined || !isAlive(pid)),
-        5_000,
-        'processes to end'
-      )
+      await waitUntil(() => pids.every((pid) => pid === undefined || !alive(pid)), 5_000, 'processes to end')
       await assert.rejects(net.exec(a, 'true'), { code: 'ERR_NETNS_DESTROYED' })
     }
   )
@@ -297,17 +293,6 @@ async function waitUntil(condition: () => boolean, timeoutMs: number, what: stri
   while (!condition()) {
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
     await new Promise((resolve) => setTimeout(resolve, 50))
-  }
-}
-
-/** Alive and not a zombie: on this machine PID 1 reaps orphans only every few seconds. */
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0)
-    const stat = readFileSync(`/proc/${String(pid)}/stat`, 'utf8')
-    return stat.charAt(stat.lastIndexOf(')') + 2) !== 'Z'
-  } catch {
-    return false
   }
 }
 
