@@ -1,4 +1,4 @@
-import { connect } from 'node:net'
+import { Socket } from 'node:net'
 import type { Connection, Libp2p, Stream } from '@libp2p/interface'
 import { PROTOCOL } from '@frankenstein-mesh/protocol'
 import type { Logger } from 'pino'
@@ -22,7 +22,7 @@ export interface RpcServiceInit {
 }
 
 export interface RpcService {
-  /** RPC connections now open. */
+  /** RPC connections now open (that have carried bytes: a stream opened ahead is not counted). */
   readonly open: number
   /** Ends every RPC connection of one peer (its lease is over): rpc-server frees their buffers. */
   closePeer(peer: string): void
@@ -37,7 +37,9 @@ export interface RpcService {
  */
 export async function startRpcService(init: RpcServiceInit): Promise<RpcService> {
   const log = init.logger.child({ component: 'rpc-service' })
-  const open = new Map<Stream, { peer: string; gate: RpcGate }>()
+  /** Every stream being served; `started` once it has carried bytes (an idle spare has not). */
+  const open = new Map<Stream, { peer: string; gate: RpcGate; started: boolean }>()
+  const started = (): Array<{ peer: string; gate: RpcGate }> => [...open.values()].filter((o) => o.started)
   const port =
     typeof init.rpcServerPort === 'function' ? init.rpcServerPort : () => init.rpcServerPort as number
 
@@ -49,19 +51,38 @@ export async function startRpcService(init: RpcServiceInit): Promise<RpcService>
       return
     }
     const gate = new RpcGate()
-    open.set(stream, { peer, gate })
-    const socket = connect({ host: '127.0.0.1', port: port(peer), noDelay: true, allowHalfOpen: true })
+    const entry = { peer, gate, started: false }
+    open.set(stream, entry)
+    // Connected on the first bytes, not now: the orchestrator opens a stream ahead of need, and
+    // rpc-server serves one connection at a time, so an idle stream must not take its turn.
+    const socket = new Socket({ allowHalfOpen: true }).setNoDelay(true)
     const onActivity = init.onActivity
-    const fromStream: Gate =
-      onActivity === undefined
-        ? gate.request
-        : (chunk, forward) => {
-            onActivity(peer)
-            gate.request(chunk, forward)
-          }
+    const fromStream: Gate = (chunk, forward) => {
+      onActivity?.(peer)
+      if (entry.started) {
+        gate.request(chunk, forward)
+        return
+      }
+      gate.request(chunk, (bytes) => {
+        if (!entry.started) {
+          entry.started = true
+          socket.connect({ host: '127.0.0.1', port: port(peer) })
+        }
+        forward(bytes)
+      })
+    }
+    const unused = (): void => {
+      if (!entry.started) socket.destroy()
+    }
+    stream.addEventListener('remoteCloseWrite', unused)
+    stream.addEventListener('close', unused)
     const end = await bridge({ socket, stream, fromStream, fromSocket: gate.response })
     gate.end()
     open.delete(stream)
+    if (!entry.started) {
+      log.debug({ peer }, 'rpc stream opened ahead ended unused')
+      return
+    }
     const traffic = gate.snapshot()
     log.debug({ peer, clean: end.clean, error: end.error?.message, ...traffic }, 'rpc connection ended')
     init.onEnd?.(peer, traffic)
@@ -73,12 +94,15 @@ export async function startRpcService(init: RpcServiceInit): Promise<RpcService>
   })
   return {
     get open() {
-      return open.size
+      return started().length
     },
     closePeer: (peer) => {
       for (const [stream, owner] of open) if (owner.peer === peer) stream.abort(new Error('lease over'))
     },
-    live: (peer) => [...open.values()].filter((o) => o.peer === peer).map((o) => o.gate.snapshot()),
+    live: (peer) =>
+      started()
+        .filter((o) => o.peer === peer)
+        .map((o) => o.gate.snapshot()),
     stop: async () => {
       await init.node.unhandle(PROTOCOL.rpc)
       for (const stream of open.keys()) stream.abort(new Error('rpc service stopping'))
