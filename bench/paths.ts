@@ -1,20 +1,23 @@
 /**
- * The three ways llama.cpp RPC can travel between llama-server and rpc-servers, each built from
- * real processes: direct TCP, a plain two-hop TCP proxy chain (no encryption: the ceiling for any
- * tunnel on this machine), and our tunnel (orchestrator process -> libp2p -> mesh-agent process).
+ * The ways llama.cpp RPC can travel between llama-server and rpc-servers, each built from real
+ * processes: direct TCP, a plain two-hop TCP proxy chain (no encryption: the ceiling for any
+ * tunnel on this machine), the same chain sealing each read with ChaCha20-Poly1305 and nothing
+ * else (`sealed`: the floor for a Noise tunnel in Node, see tools/sealed-relay.ts), and our tunnel
+ * (orchestrator process -> libp2p -> mesh-agent process).
  *
  * A topology says where the far side (rpc-servers, agents) runs and how the near side (client,
  * llama-server, orchestrator: this process) reaches it: on loopback, or across a shaped link
  * between network namespaces with a delay relay in front of every far listener.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createInterface } from 'node:readline'
 
 /** `baseline`: the tunnel of another checkout (`bench/tunnel.ts --baseline <dir>`), for before/after runs. */
-export type PathName = 'direct' | 'proxy' | 'tunnel' | 'baseline'
+export type PathName = 'direct' | 'proxy' | 'sealed' | 'tunnel' | 'baseline'
 
 export interface RpcPath {
   readonly name: PathName
@@ -126,18 +129,41 @@ export async function directPath(topology: Topology, ports: readonly number[]): 
 }
 
 /** Two proxy processes per target: here -> proxy (near) -> link -> proxy (far) -> target. */
-export async function proxyPath(topology: Topology, ports: readonly number[]): Promise<RpcPath> {
+export function proxyPath(topology: Topology, ports: readonly number[]): Promise<RpcPath> {
+  const script = join(TOOLS, 'tcp-proxy.ts')
+  return relayChain('proxy', topology, ports, (far) => [script, ...far], process.env)
+}
+
+/** As proxyPath, with each hop a sealed relay (fresh keys per path): encryption and nothing else. */
+export function sealedPath(topology: Topology, ports: readonly number[]): Promise<RpcPath> {
+  const script = join(TOOLS, 'sealed-relay.ts')
+  const env = {
+    ...process.env,
+    FM_SEALED_KEYS: `${randomBytes(32).toString('hex')},${randomBytes(32).toString('hex')}`
+  }
+  return relayChain('sealed', topology, ports, (far, near) => [script, near ? 'seal' : 'open', ...far], env)
+}
+
+async function relayChain(
+  name: PathName,
+  topology: Topology,
+  ports: readonly number[],
+  command: (target: readonly string[], near: boolean) => readonly string[],
+  env: NodeJS.ProcessEnv
+): Promise<RpcPath> {
   const children: ChildProcess[] = []
   const endpoints: string[] = []
-  const script = join(TOOLS, 'tcp-proxy.ts')
   for (const port of ports) {
-    const far = await spawnReady(script, ['127.0.0.1', String(port)], topology.farNetns)
+    const [farScript = '', ...farArgs] = command(['127.0.0.1', String(port)], false)
+    const far = await spawnReady(farScript, farArgs, topology.farNetns, env)
+    children.push(far.child)
     const [host = '', exposed = ''] = (await topology.expose(Number(far.line['port']))).split(':')
-    const near = await spawnReady(script, [host, exposed])
-    children.push(far.child, near.child)
+    const [nearScript = '', ...nearArgs] = command([host, exposed], true)
+    const near = await spawnReady(nearScript, nearArgs, undefined, env)
+    children.push(near.child)
     endpoints.push(`127.0.0.1:${String(near.line['port'])}`)
   }
-  return { name: 'proxy', endpoints, stop: () => stopAll(children) }
+  return { name, endpoints, stop: () => stopAll(children) }
 }
 
 /** One mesh-agent per target (`--rpc-port`), and one orchestrator process holding a tunnel to each. */

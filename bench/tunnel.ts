@@ -37,6 +37,7 @@ import {
   directPath,
   loopback,
   proxyPath,
+  sealedPath,
   startFar,
   stopAll,
   tunnelPath,
@@ -67,13 +68,16 @@ const baseline =
         tunnelPath: typeof tunnelPath
       })
 const PATHS: readonly PathName[] =
-  baseline === undefined ? ['direct', 'proxy', 'tunnel'] : ['direct', 'proxy', 'baseline', 'tunnel']
+  baseline === undefined
+    ? ['direct', 'proxy', 'sealed', 'tunnel']
+    : ['direct', 'proxy', 'sealed', 'baseline', 'tunnel']
 const say = (text: string): void => void process.stderr.write(`${text}\n`)
 
 async function buildPaths(topology: Topology, ports: readonly number[]): Promise<Record<PathName, RpcPath>> {
   const paths: Partial<Record<PathName, RpcPath>> = {
     direct: await directPath(topology, ports),
     proxy: await proxyPath(topology, ports),
+    sealed: await sealedPath(topology, ports),
     tunnel: await tunnelPath(topology, ports)
   }
   if (baseline !== undefined) paths.baseline = await baseline.tunnelPath(topology, ports)
