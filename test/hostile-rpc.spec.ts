@@ -7,6 +7,7 @@ import {
   connectRpc,
   encodeRequest,
   encodeTensor,
+  TensorField,
   silentLogger
 } from '@frankenstein-mesh/llama'
 import {
@@ -24,6 +25,17 @@ import { createScratch, testBinaries, type Scratch } from './fixtures/llama.ts'
 import { credentialFor } from './fixtures/credentials.ts'
 
 const hello = encodeRequest(RpcCommand.Hello, new Uint8Array(CONN_CAPS_SIZE))
+const u32 = (n: number): Buffer => Buffer.from(new Uint32Array([n]).buffer)
+
+/** A graph of a leaf and a GGML_OP_ADD node naming only one of its two sources. */
+function graphWithMissingSource(): Buffer {
+  const leaf = encodeTensor({ id: 1n })
+  const add = encodeTensor({ id: 2n })
+  add.writeUInt32LE(2, TensorField.op) // GGML_OP_ADD
+  add.writeBigUInt64LE(1n, TensorField.src) // src[0]; src[1] left null
+  const body = Buffer.concat([u32(0), u32(1), size(2n), u32(2), leaf, add])
+  return encodeRequest(RpcCommand.GraphCompute, body)
+}
 const size = (n: bigint): Buffer => {
   const b = Buffer.alloc(8)
   b.writeBigUInt64LE(n)
@@ -51,6 +63,8 @@ const HOSTILE: Array<[string, Buffer]> = [
   ],
   ['an old-protocol HELLO', encodeRequest(RpcCommand.Hello, Buffer.alloc(0))],
   ['a second HELLO', Buffer.concat([hello, hello])],
+  // rpc-server dereferences a node's sources unchecked: this one was a SIGSEGV at the pinned commit.
+  ['a graph node without the sources its op reads', Buffer.concat([hello, graphWithMissingSource()])],
   ['random bytes', Buffer.from(Array.from({ length: 4096 }, (_, i) => (i * 7919 + 13) % 256))]
 ]
 

@@ -47,6 +47,7 @@ export { PendingResponses, type ExpectedResponse } from './rpc/pending-responses
 export {
   RpcRequestParser,
   DEFAULT_MAX_PAYLOAD_SIZE,
+  defaultHeadSize,
   type RpcRequestFrame,
   type RpcRequestParserInit
 } from './rpc/request-parser.ts'

@@ -22,3 +22,11 @@ export class RpcIsolationError extends TunnelError {
 export class RpcMuxError extends TunnelError {
   override readonly name = 'RpcMuxError'
 }
+
+/**
+ * A connection's RPC would have harmed rpc-server though its framing was fine: a graph rpc-server
+ * would crash on, or one over the size the gate checks. The connection is cut before it is forwarded.
+ */
+export class RpcGateError extends TunnelError {
+  override readonly name = 'RpcGateError'
+}

@@ -1,11 +1,12 @@
 export { bridge, waitDrain, type BridgeInit, type BridgeEnd, type Gate } from './bridge.ts'
-export { RpcGate, type RpcTraffic } from './rpc-gate.ts'
+export { MAX_GRAPH_BYTES, RpcGate, type RpcTraffic } from './rpc-gate.ts'
 export { startRpcTunnel, type RpcTunnel, type RpcTunnelInit } from './rpc-tunnel.ts'
 export { startRpcService, type RpcService, type RpcServiceInit } from './rpc-service.ts'
-export { RpcIsolationError, RpcMuxError, TunnelError } from './errors.ts'
+export { RpcGateError, RpcIsolationError, RpcMuxError, TunnelError } from './errors.ts'
 export {
   checkCommand,
   checkGraph,
+  checkGraphStructure,
   tensorBytes,
   type BufferRange,
   type SessionScope,

@@ -6,9 +6,12 @@ import {
   RpcCommand,
   RpcRequestParser,
   RpcResponseParser,
-  commandName
+  commandName,
+  defaultHeadSize
 } from '@frankenstein-mesh/llama'
 import type { Gate } from './bridge.ts'
+import { RpcGateError, RpcIsolationError } from './errors.ts'
+import { checkGraphStructure } from './rpc-isolation.ts'
 
 /** Counters of one RPC connection, as a tunnel end saw them. */
 export interface RpcTraffic {
@@ -29,13 +32,17 @@ export interface RpcTraffic {
 }
 
 const GiB = 1024 ** 3
+/** The largest GRAPH_COMPUTE the gate takes (it holds one whole to check it): 64 MiB, as the multiplexer. */
+export const MAX_GRAPH_BYTES = 64 * 1024 ** 2
 
 /**
  * The gate of one RPC connection: both directions pass through the RPC parsers, and only what
  * they have validated goes on (a header is held back until it is whole and checked). It counts
  * commands and bytes, and zeroes the HELLO transport capabilities both ways so that llama-server
- * and rpc-server never negotiate a transport (RDMA) that would bypass the tunnel. A protocol
- * violation throws, which ends the bridge that called it before the bad frame goes anywhere.
+ * and rpc-server never negotiate a transport (RDMA) that would bypass the tunnel. A graph goes on
+ * only once its structure is checked (checkGraphStructure: rpc-server dereferences a node's
+ * sources unchecked). A protocol violation throws, which ends the bridge that called it before
+ * the bad frame goes anywhere.
  */
 export class RpcGate {
   private readonly counts = new Uint32Array(COMMAND_COUNT)
@@ -61,7 +68,15 @@ export class RpcGate {
     const pending = new PendingResponses()
     this.requests = new RpcRequestParser({
       pending,
+      // A graph is checked whole; one over the limit gets only its fixed part, then is refused.
+      headSize: (command, payloadSize) =>
+        command !== RpcCommand.GraphCompute
+          ? defaultHeadSize(command)
+          : payloadSize <= MAX_GRAPH_BYTES
+            ? payloadSize
+            : 0,
       onFrame: (frame) => {
+        if (frame.command === RpcCommand.GraphCompute) checkGraph(frame.bytes, frame.payloadSize)
         this.counts[frame.command] = (this.counts[frame.command] ?? 0) + 1
         if (frame.command === RpcCommand.Hello) frame.bytes.fill(0, REQUEST_HEADER_SIZE)
         if (frame.command === RpcCommand.FreeBuffer) this.hold(-(this.takeBuffer(frame.bytes) ?? 0))
@@ -159,5 +174,20 @@ export class RpcGate {
         1000 /
         GiB
     }
+  }
+}
+
+function checkGraph(frame: Uint8Array, payloadSize: number): void {
+  if (payloadSize > MAX_GRAPH_BYTES) {
+    throw new RpcGateError(
+      'ERR_RPC_GRAPH_TOO_LARGE',
+      `GRAPH_COMPUTE of ${payloadSize} bytes is over the limit of ${MAX_GRAPH_BYTES}`
+    )
+  }
+  try {
+    checkGraphStructure(frame.subarray(REQUEST_HEADER_SIZE))
+  } catch (err) {
+    if (!(err instanceof RpcIsolationError)) throw err
+    throw new RpcGateError('ERR_RPC_BAD_GRAPH', err.message, { cause: err })
   }
 }

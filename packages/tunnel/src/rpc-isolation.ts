@@ -204,16 +204,24 @@ function allocSize(b: Buffer, scope: SessionScope, what: string): CheckedCommand
   return { device, buffers }
 }
 
+/** Where a GRAPH_COMPUTE payload keeps its tensors: `count` records of RPC_TENSOR_SIZE from `tensorsAt`. */
+export interface GraphLayout {
+  readonly device: number
+  readonly tensorsAt: number
+  readonly count: number
+}
+
 /**
  * GRAPH_COMPUTE: `device u32 | n_nodes u32 | node ids u64[n] | n_tensors u32 | rpc_tensor[n]`.
- * Every tensor in the session's own buffers and in bounds, every op known, every node, source
- * and view source naming a tensor of the graph.
+ * What needs no knowledge of buffers: the sizes add up, every op is known, every node, source and
+ * view source names a tensor of the graph, and each node names the sources its op reads (rpc-server
+ * dereferences them unchecked: GGML_OP_ADD without `src[1]` is a SIGSEGV at the pinned commit).
+ * The exclusive gate checks this much; the multiplexer also checks ownership (checkGraph).
  */
-export function checkGraph(payload: Uint8Array, scope: SessionScope): CheckedCommand {
+export function checkGraphStructure(payload: Uint8Array): GraphLayout {
   const what = 'GRAPH_COMPUTE'
   const b = Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength)
   if (b.length < 12) fail('ERR_MUX_BAD_GRAPH', `${what}: ${b.length} bytes is too short`)
-  const device = checkDevice(b.readUInt32LE(0), scope, what)
   const nodes = b.readUInt32LE(4)
   const tensorsAt = 8 + nodes * 8 + 4
   if (b.length < tensorsAt) fail('ERR_MUX_BAD_GRAPH', `${what}: ${nodes} nodes do not fit ${b.length} bytes`)
@@ -222,14 +230,11 @@ export function checkGraph(payload: Uint8Array, scope: SessionScope): CheckedCom
     fail('ERR_MUX_BAD_GRAPH', `${what}: ${count} tensors do not match ${b.length} bytes`)
   }
   const ids = new Set<bigint>()
-  const buffers = new Set<bigint>()
   for (let i = 0; i < count; i++) {
     const at = tensorsAt + i * T
-    const span = ownedTensor(b, at, scope, `${what} tensor ${i}`)
     const op = b.readUInt32LE(at + TensorField.op)
     if (op >= GGML_OP_COUNT) fail('ERR_MUX_BAD_GRAPH', `${what}: op ${op} does not exist`)
-    ids.add(span.id)
-    buffers.add(span.buffer)
+    ids.add(b.readBigUInt64LE(at + TensorField.id))
   }
   const known = (id: bigint, role: string): void => {
     if (id !== 0n && !ids.has(id)) fail('ERR_MUX_BAD_GRAPH', `${what}: ${role} ${id} is not in the graph`)
@@ -237,16 +242,32 @@ export function checkGraph(payload: Uint8Array, scope: SessionScope): CheckedCom
   for (let i = 0; i < nodes; i++) known(b.readBigUInt64LE(8 + i * 8), 'node')
   for (let i = 0; i < count; i++) {
     const at = tensorsAt + i * T
-    const needed = requiredSources(b.readUInt32LE(at + TensorField.op))
+    const op = b.readUInt32LE(at + TensorField.op)
+    const needed = requiredSources(op)
     for (let s = 0; s < GGML_MAX_SRC; s++) {
       const src = b.readBigUInt64LE(at + TensorField.src + 8 * s)
       if (src === 0n && s < needed) {
-        const op = GGML_OPS[b.readUInt32LE(at + TensorField.op)] ?? '?'
-        fail('ERR_MUX_BAD_GRAPH', `${what}: GGML_OP_${op} needs ${needed} sources, source ${s} is missing`)
+        fail(
+          'ERR_MUX_BAD_GRAPH',
+          `${what}: GGML_OP_${GGML_OPS[op] ?? '?'} needs ${needed} sources, source ${s} is missing`
+        )
       }
       known(src, 'source')
     }
     known(b.readBigUInt64LE(at + TensorField.viewSrc), 'view source')
+  }
+  return { device: b.readUInt32LE(0), tensorsAt, count }
+}
+
+/** GRAPH_COMPUTE in a multiplexed session: its structure, and every tensor in the session's own buffers and in bounds. */
+export function checkGraph(payload: Uint8Array, scope: SessionScope): CheckedCommand {
+  const what = 'GRAPH_COMPUTE'
+  const layout = checkGraphStructure(payload)
+  const b = Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength)
+  const device = checkDevice(layout.device, scope, what)
+  const buffers = new Set<bigint>()
+  for (let i = 0; i < layout.count; i++) {
+    buffers.add(ownedTensor(b, layout.tensorsAt + i * T, scope, `${what} tensor ${i}`).buffer)
   }
   return { device, buffers }
 }

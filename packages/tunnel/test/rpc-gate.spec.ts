@@ -5,9 +5,10 @@ import {
   RpcCommand,
   encodeRequest,
   encodeResponse,
-  encodeTensor
+  encodeTensor,
+  TensorField
 } from '@frankenstein-mesh/llama'
-import { RpcGate } from '../src/index.ts'
+import { MAX_GRAPH_BYTES, RpcGate } from '../src/rpc-gate.ts'
 
 const u64 = (n: number): Buffer => {
   const b = Buffer.alloc(8)
@@ -28,6 +29,19 @@ function throughRequests(gate: RpcGate, bytes: Buffer, size: number): Buffer {
   for (let at = 0; at < bytes.length; at += size)
     gate.request(bytes.subarray(at, at + size), (b) => out.push(Buffer.from(b)))
   return Buffer.concat(out)
+}
+
+const u32 = (n: number): Buffer => Buffer.from(new Uint32Array([n]).buffer)
+
+/** GRAPH_COMPUTE of a leaf (id 1) and a GGML_OP_ADD node (id 2) naming the sources given. */
+function addGraph(sources: bigint[]): Buffer {
+  const add = encodeTensor({ id: 2n })
+  add.writeUInt32LE(2, TensorField.op)
+  sources.forEach((id, i) => add.writeBigUInt64LE(id, TensorField.src + 8 * i))
+  return encodeRequest(
+    RpcCommand.GraphCompute,
+    Buffer.concat([u32(0), u32(1), u64(2), u32(2), encodeTensor({ id: 1n }), add])
+  )
 }
 
 describe('RpcGate', () => {
@@ -51,6 +65,42 @@ describe('RpcGate', () => {
     assert.equal(forwarded.length, count, 'half a header went nowhere')
     assert.throws(() => gate.request(bad.subarray(5), forward), { code: 'ERR_RPC_FRAME_TOO_LARGE' })
     assert.equal(forwarded.length, count)
+  })
+
+  it('forwards a well-formed graph whole, in any chunking', () => {
+    const graph = addGraph([1n, 1n])
+    for (const size of [1, 7, 300, graph.length]) {
+      const gate = new RpcGate()
+      const forwarded = throughRequests(gate, Buffer.concat([hello, graph]), size)
+      assert.deepEqual(forwarded.subarray(hello.length), graph)
+      assert.equal(gate.snapshot().uploadBytes, 0, 'a graph is not an upload')
+    }
+  })
+
+  it('refuses a graph rpc-server would crash on before forwarding a byte of it', () => {
+    for (const [what, graph] of [
+      ['a node without the sources its op reads', addGraph([1n])],
+      ['a source outside the graph', addGraph([1n, 9n])]
+    ] as const) {
+      const gate = new RpcGate()
+      const forwarded: Buffer[] = []
+      gate.request(hello, (b) => forwarded.push(Buffer.from(b)))
+      assert.throws(
+        () => gate.request(graph, (b) => forwarded.push(Buffer.from(b))),
+        { code: 'ERR_RPC_BAD_GRAPH' },
+        what
+      )
+      assert.equal(Buffer.concat(forwarded).length, hello.length, what)
+    }
+  })
+
+  it('refuses a graph over the size it checks, without holding it', () => {
+    const gate = new RpcGate()
+    gate.request(hello, () => {})
+    const header = Buffer.concat([Buffer.from([RpcCommand.GraphCompute]), u64(MAX_GRAPH_BYTES + 1)])
+    assert.throws(() => gate.request(Buffer.concat([header, Buffer.alloc(12)]), () => {}), {
+      code: 'ERR_RPC_GRAPH_TOO_LARGE'
+    })
   })
 
   it('refuses a first command other than HELLO before forwarding a byte', () => {

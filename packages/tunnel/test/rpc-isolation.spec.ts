@@ -159,6 +159,7 @@ describe('RPC isolation checks', () => {
       'ERR_MUX_OUT_OF_BOUNDS'
     )
     const huge = encodeTensor({
+      id: 1n,
       buffer: OWN,
       data: BASE,
       ne: [0x7fffffff, 0x7fffffff, 1, 1],
