@@ -23,6 +23,8 @@ export interface RpcPath {
   readonly name: PathName
   /** `host:port` per target, in order: what llama-server's --rpc (or a client) connects to. */
   readonly endpoints: readonly string[]
+  /** The path's own processes (proxies, relays, tunnel ends), whose CPU time the bench reports. */
+  readonly pids: readonly number[]
   stop(): Promise<void>
 }
 
@@ -73,6 +75,10 @@ export async function spawnReady(
   })
   return { child, line }
 }
+
+/** `ip netns exec` execs the command, so a child's pid is the process itself. */
+const pidsOf = (children: readonly ChildProcess[]): number[] =>
+  children.flatMap((c) => (c.pid === undefined ? [] : [c.pid]))
 
 export async function stopAll(children: readonly ChildProcess[]): Promise<void> {
   await Promise.all(
@@ -125,7 +131,7 @@ export async function startFar(
 
 export async function directPath(topology: Topology, ports: readonly number[]): Promise<RpcPath> {
   const endpoints = await Promise.all(ports.map((p) => topology.expose(p)))
-  return { name: 'direct', endpoints, stop: () => Promise.resolve() }
+  return { name: 'direct', endpoints, pids: [], stop: () => Promise.resolve() }
 }
 
 /** Two proxy processes per target: here -> proxy (near) -> link -> proxy (far) -> target. */
@@ -163,7 +169,7 @@ async function relayChain(
     children.push(near.child)
     endpoints.push(`127.0.0.1:${String(near.line['port'])}`)
   }
-  return { name, endpoints, stop: () => stopAll(children) }
+  return { name, endpoints, pids: pidsOf(children), stop: () => stopAll(children) }
 }
 
 /** One mesh-agent per target (`--rpc-port`), and one orchestrator process holding a tunnel to each. */
@@ -202,6 +208,7 @@ export async function tunnelPath(topology: Topology, ports: readonly number[]): 
   return {
     name: 'tunnel',
     endpoints: orch.line['endpoints'] as string[],
+    pids: pidsOf(children),
     stop: async () => {
       await stopAll(children)
       await rm(dir, { recursive: true, force: true })

@@ -1,8 +1,10 @@
 /**
- * Direct RPC vs a plain two-hop TCP proxy chain vs our libp2p tunnel, side by side in one run:
- * bulk MB/s, 4 KiB round trips (p50/p99), and end to end (llama-server over two real
- * rpc-servers) tokens/s and model load time for the tiny and the ~1.5 GB model. Rounds alternate
- * the paths so that the ratios hold on a noisy machine.
+ * Direct RPC vs a plain two-hop TCP proxy chain vs the same chain sealing each read with
+ * ChaCha20-Poly1305 (the floor for a Noise tunnel in Node) vs our libp2p tunnel, side by side in
+ * one run: bulk MB/s, 4 KiB round trips (p50/p99), the CPU time of each path's own processes per
+ * GB and per round trip, and end to end (llama-server over two real rpc-servers) tokens/s and
+ * model load time for the tiny and the ~1.5 GB model. Rounds alternate the paths so that the
+ * ratios hold on a noisy machine.
  *
  * --scenario shaped runs the far side (rpc-servers, agents) in a network namespace of its own,
  * behind a veth link rate-limited to 1 Gbit/s (tbf) with a delay relay holding each direction for
@@ -46,6 +48,7 @@ import {
   type Topology
 } from './paths.ts'
 import { bulkThroughput, percentile, roundTrips } from './transport.ts'
+import { cpuSeconds } from '../test/fixtures/proc-figures.ts'
 
 const { values } = parseArgs({
   options: {
@@ -65,7 +68,10 @@ const baseline =
   values.baseline === undefined
     ? undefined
     : ((await import(join(resolve(values.baseline), 'bench', 'paths.ts'))) as {
-        tunnelPath: typeof tunnelPath
+        // A checkout from before the CPU columns does not list its processes.
+        tunnelPath: (
+          ...args: Parameters<typeof tunnelPath>
+        ) => Promise<Omit<RpcPath, 'pids'> & { pids?: number[] }>
       })
 const PATHS: readonly PathName[] =
   baseline === undefined
@@ -80,27 +86,54 @@ async function buildPaths(topology: Topology, ports: readonly number[]): Promise
     sealed: await sealedPath(topology, ports),
     tunnel: await tunnelPath(topology, ports)
   }
-  if (baseline !== undefined) paths.baseline = await baseline.tunnelPath(topology, ports)
+  if (baseline !== undefined) {
+    const path = await baseline.tunnelPath(topology, ports)
+    paths.baseline = { ...path, pids: path.pids ?? [] }
+  }
   return paths as Record<PathName, RpcPath>
 }
 
-async function transport(
-  topology: Topology
-): Promise<Record<PathName, { mbPerSecond: number[]; p50us: number[]; p99us: number[] }>> {
+interface TransportFigures {
+  mbPerSecond: number[]
+  p50us: number[]
+  p99us: number[]
+  /** CPU of the path's own processes (relays, tunnel ends), per GB uploaded and per round trip. */
+  cpuSecondsPerGB: number[]
+  cpuUsPerRoundTrip: number[]
+}
+
+/** CPU seconds used so far by all of `pids` together. */
+const cpuOf = (pids: readonly number[]): number =>
+  pids.reduce((sum, pid) => sum + (cpuSeconds(pid) ?? NaN), 0)
+
+async function transport(topology: Topology): Promise<Record<PathName, TransportFigures>> {
   const sink = await startFar(topology, 'rpc-sink-process.ts', ['127.0.0.1'])
   const paths = await buildPaths(topology, [sink.port])
   const out = Object.fromEntries(
-    PATHS.map((p) => [p, { mbPerSecond: [] as number[], p50us: [] as number[], p99us: [] as number[] }])
-  ) as Record<PathName, { mbPerSecond: number[]; p50us: number[]; p99us: number[] }>
+    PATHS.map((p) => [
+      p,
+      { mbPerSecond: [], p50us: [], p99us: [], cpuSecondsPerGB: [], cpuUsPerRoundTrip: [] }
+    ])
+  ) as unknown as Record<PathName, TransportFigures>
+  const bulkMiB = Number(values['bulk-mib'])
+  const count = Number(values['round-trips'])
   try {
     for (let round = 0; round < rounds; round++) {
       for (const name of PATHS) {
         const endpoint = paths[name].endpoints[0] as string
-        const mb = await bulkThroughput(endpoint, Number(values['bulk-mib']))
-        const rtt = await roundTrips(endpoint, Number(values['round-trips']))
-        out[name].mbPerSecond.push(mb)
-        out[name].p50us.push(percentile(rtt, 50))
-        out[name].p99us.push(percentile(rtt, 99))
+        const pids = paths[name].pids
+        const cpu0 = cpuOf(pids)
+        const mb = await bulkThroughput(endpoint, bulkMiB)
+        const cpu1 = cpuOf(pids)
+        const rtt = await roundTrips(endpoint, count)
+        const cpu2 = cpuOf(pids)
+        const figures = out[name]
+        figures.mbPerSecond.push(mb)
+        figures.p50us.push(percentile(rtt, 50))
+        figures.p99us.push(percentile(rtt, 99))
+        figures.cpuSecondsPerGB.push((cpu1 - cpu0) / ((bulkMiB * 1024 ** 2) / 1e9))
+        // roundTrips makes 100 warm-up round trips before the `count` it times.
+        figures.cpuUsPerRoundTrip.push(((cpu2 - cpu1) * 1e6) / (count + 100))
         say(
           `transport round ${round + 1} ${name}: ${mb.toFixed(0)} MB/s, p50 ${percentile(rtt, 50).toFixed(0)} us, p99 ${percentile(rtt, 99).toFixed(0)} us`
         )
@@ -230,13 +263,15 @@ const t = transportResult
 console.log(`Transport (${scenario}): bulk MB/s and 4 KiB round trip, medians\n`)
 console.log(
   table(
-    ['path', 'bulk MB/s', 'vs direct', 'RTT p50 us', 'RTT p99 us'],
+    ['path', 'bulk MB/s', 'vs direct', 'RTT p50 us', 'RTT p99 us', 'CPU s/GB', 'CPU us/RTT'],
     PATHS.map((p) => [
       p,
       f(median(t[p].mbPerSecond)),
       ratio(t[p].mbPerSecond, t.direct.mbPerSecond),
       f(median(t[p].p50us)),
-      f(median(t[p].p99us))
+      f(median(t[p].p99us)),
+      p === 'direct' ? '-' : f(median(t[p].cpuSecondsPerGB), 2),
+      p === 'direct' ? '-' : f(median(t[p].cpuUsPerRoundTrip))
     ])
   )
 )

@@ -13,6 +13,7 @@
  */
 import { createCipheriv, createDecipheriv, createSecretKey, type KeyObject } from 'node:crypto'
 import { connect, createServer, type Socket } from 'node:net'
+import { tuneGcForBulkTraffic } from '@frankenstein-mesh/mesh'
 
 const [role = '', targetHost = '127.0.0.1', targetPort = '0', listenHost = '127.0.0.1'] =
   process.argv.slice(2)
@@ -61,28 +62,53 @@ function seal(from: Socket, to: Socket, secret: KeyObject): void {
 
 function open(from: Socket, to: Socket, secret: KeyObject): void {
   let counter = 0
-  let pending: Buffer = Buffer.alloc(0)
+  // Received bytes not yet a whole message, as the reads brought them: a message is decrypted
+  // piece by piece from these views, never copied together first.
+  const pieces: Buffer[] = []
+  let buffered = 0
+  const take = (n: number): Buffer[] => {
+    const out: Buffer[] = []
+    while (n > 0) {
+      const first = pieces[0] as Buffer
+      if (first.byteLength <= n) {
+        out.push(first)
+        pieces.shift()
+        n -= first.byteLength
+      } else {
+        out.push(first.subarray(0, n))
+        pieces[0] = first.subarray(n)
+        n = 0
+      }
+    }
+    return out
+  }
   from.on('data', (chunk: Buffer) => {
-    pending = pending.byteLength === 0 ? chunk : Buffer.concat([pending, chunk])
-    while (pending.byteLength >= 2) {
-      const length = pending.readUInt16BE(0)
-      if (pending.byteLength < 2 + length) return
-      const message = pending.subarray(2, 2 + length)
-      pending = pending.subarray(2 + length)
+    pieces.push(chunk)
+    buffered += chunk.byteLength
+    while (buffered >= 2) {
+      const first = pieces[0] as Buffer
+      const length =
+        first.byteLength >= 2 ? first.readUInt16BE(0) : (first[0] as number) * 256 + (pieces[1]?.[0] ?? 0)
+      if (buffered < 2 + length) return
+      take(2)
+      const body = take(length - TAG)
+      const tag = Buffer.concat(take(TAG))
+      buffered -= 2 + length
       const decipher = createDecipheriv('chacha20-poly1305', secret, nonce(counter++), { authTagLength: TAG })
-      decipher.setAuthTag(message.subarray(length - TAG))
-      const plaintext = decipher.update(message.subarray(0, length - TAG))
+      decipher.setAuthTag(tag)
+      const plaintext = body.map((piece) => decipher.update(piece))
       try {
         decipher.final()
       } catch {
         from.destroy(new Error('sealed message failed authentication'))
         return
       }
-      forward(from, to, plaintext)
+      for (const piece of plaintext) forward(from, to, piece)
     }
   })
 }
 
+tuneGcForBulkTraffic() // as our tunnel's processes do: the comparison is of the data path
 const [up, down] = [key(upKey), key(downKey)]
 const server = createServer({ noDelay: true }, (incoming) => {
   const outgoing = connect({ host: targetHost, port: Number(targetPort), noDelay: true })
