@@ -11,7 +11,7 @@
  * 10 ms (20 ms RTT; this kernel has no netem). Needs root.
  *
  * --baseline <dir> adds the tunnel of another checkout of this repository (its own mesh-agent and
- * tunnel end, from its bench/paths.ts; dependencies installed there) as a fourth path, so that a
+ * tunnel end, from its bench/paths.ts; dependencies installed there) as one more path, so that a
  * change to the tunnel is measured before and after in the same rounds:
  *   git worktree add /tmp/fm-base <commit> && (cd /tmp/fm-base && pnpm install --frozen-lockfile)
  *   node bench/tunnel.ts --baseline /tmp/fm-base
@@ -131,9 +131,11 @@ async function transport(topology: Topology): Promise<Record<PathName, Transport
         figures.mbPerSecond.push(mb)
         figures.p50us.push(percentile(rtt, 50))
         figures.p99us.push(percentile(rtt, 99))
-        figures.cpuSecondsPerGB.push((cpu1 - cpu0) / ((bulkMiB * 1024 ** 2) / 1e9))
+        // No processes of its own (direct, or a --baseline from before this column): no figure.
+        const own = pids.length > 0 ? 1 : NaN
+        figures.cpuSecondsPerGB.push((own * (cpu1 - cpu0)) / ((bulkMiB * 1024 ** 2) / 1e9))
         // roundTrips makes 100 warm-up round trips before the `count` it times.
-        figures.cpuUsPerRoundTrip.push(((cpu2 - cpu1) * 1e6) / (count + 100))
+        figures.cpuUsPerRoundTrip.push((own * (cpu2 - cpu1) * 1e6) / (count + 100))
         say(
           `transport round ${round + 1} ${name}: ${mb.toFixed(0)} MB/s, p50 ${percentile(rtt, 50).toFixed(0)} us, p99 ${percentile(rtt, 99).toFixed(0)} us`
         )
@@ -256,6 +258,7 @@ const path = await saveResult(shaped ? 'tunnel-shaped' : 'tunnel', {
 })
 
 const f = (n: number, digits = 0): string => n.toFixed(digits)
+const orDash = (n: number, digits = 0): string => (Number.isNaN(n) ? '-' : f(n, digits))
 /** Median of per-round ratios: each round measured both paths back to back, so noise cancels. */
 const ratio = (path: readonly number[], direct: readonly number[]): string =>
   median(path.map((v, i) => v / (direct[i] ?? NaN))).toFixed(2)
@@ -270,8 +273,8 @@ console.log(
       ratio(t[p].mbPerSecond, t.direct.mbPerSecond),
       f(median(t[p].p50us)),
       f(median(t[p].p99us)),
-      p === 'direct' ? '-' : f(median(t[p].cpuSecondsPerGB), 2),
-      p === 'direct' ? '-' : f(median(t[p].cpuUsPerRoundTrip))
+      orDash(median(t[p].cpuSecondsPerGB), 2),
+      orDash(median(t[p].cpuUsPerRoundTrip))
     ])
   )
 )
