@@ -172,8 +172,15 @@ async function relayChain(
   return { name, endpoints, pids: pidsOf(children), stop: () => stopAll(children) }
 }
 
-/** One mesh-agent per target (`--rpc-port`), and one orchestrator process holding a tunnel to each. */
-export async function tunnelPath(topology: Topology, ports: readonly number[]): Promise<RpcPath> {
+/**
+ * One mesh-agent per target (`--rpc-port`), and one orchestrator process holding a tunnel to each.
+ * `sharing` is the agents' `--sharing` (concurrent: every stream through the RPC multiplexer).
+ */
+export async function tunnelPath(
+  topology: Topology,
+  ports: readonly number[],
+  sharing: 'exclusive' | 'concurrent' = 'exclusive'
+): Promise<RpcPath> {
   const children: ChildProcess[] = []
   const dir = await mkdtemp(join(tmpdir(), 'fm-bench-'))
   const addresses: string[] = []
@@ -190,7 +197,9 @@ export async function tunnelPath(topology: Topology, ports: readonly number[]): 
       '/ip4/127.0.0.1/tcp/0',
       '--no-mdns',
       '--rpc-port',
-      String(port)
+      String(port),
+      '--sharing',
+      sharing
     ]
     const agent = await spawnReady(agentBin, args, topology.farNetns, {
       ...process.env,

@@ -16,8 +16,13 @@
  *   git worktree add /tmp/fm-base <commit> && (cd /tmp/fm-base && pnpm install --frozen-lockfile)
  *   node bench/tunnel.ts --baseline /tmp/fm-base
  *
+ * --sharing concurrent runs the tunnel's agents with `--sharing concurrent` in the end-to-end part,
+ * so that llama-server's sessions pass the agent's RPC multiplexer (the transport part, whose
+ * stand-in rpc-server the multiplexer's checks would refuse, stays exclusive).
+ *
  * Usage: node bench/tunnel.ts [--scenario loopback|shaped] [--rounds N] [--skip-large]
  *                             [--bulk-mib N] [--round-trips N] [--baseline DIR]
+ *                             [--sharing exclusive|concurrent]
  */
 import { spawn } from 'node:child_process'
 import { join, resolve } from 'node:path'
@@ -59,10 +64,14 @@ const { values } = parseArgs({
     scenario: { type: 'string', default: 'loopback' },
     'far-netns': { type: 'string' },
     'far-address': { type: 'string' },
-    baseline: { type: 'string' }
+    baseline: { type: 'string' },
+    sharing: { type: 'string', default: 'exclusive' }
   }
 })
 const rounds = Number(values.rounds)
+if (values.sharing !== 'exclusive' && values.sharing !== 'concurrent')
+  throw new Error(`--sharing is exclusive or concurrent, not ${values.sharing}`)
+const sharing = values.sharing
 const logger = createLogger({ name: 'bench', level: 'warn' })
 const baseline =
   values.baseline === undefined
@@ -79,12 +88,22 @@ const PATHS: readonly PathName[] =
     : ['direct', 'proxy', 'sealed', 'baseline', 'tunnel']
 const say = (text: string): void => void process.stderr.write(`${text}\n`)
 
-async function buildPaths(topology: Topology, ports: readonly number[]): Promise<Record<PathName, RpcPath>> {
+/** `concurrent`: our tunnel's agents multiplex, and hold rpc-servers of their own (`tunnelPorts`). */
+interface TunnelOptions {
+  readonly sharing: 'exclusive' | 'concurrent'
+  readonly ports: readonly number[]
+}
+
+async function buildPaths(
+  topology: Topology,
+  ports: readonly number[],
+  tunnel: TunnelOptions = { sharing: 'exclusive', ports }
+): Promise<Record<PathName, RpcPath>> {
   const paths: Partial<Record<PathName, RpcPath>> = {
     direct: await directPath(topology, ports),
     proxy: await proxyPath(topology, ports),
     sealed: await sealedPath(topology, ports),
-    tunnel: await tunnelPath(topology, ports)
+    tunnel: await tunnelPath(topology, tunnel.ports, tunnel.sharing)
   }
   if (baseline !== undefined) {
     const path = await baseline.tunnelPath(topology, ports)
@@ -149,12 +168,15 @@ async function transport(topology: Topology): Promise<Record<PathName, Transport
 }
 
 async function endToEnd(topology: Topology, bins: LlamaBinaries, specs: Array<[LlamaModelSpec, number]>) {
-  const workers = await Promise.all(
-    [0, 1].map(() => startFar(topology, 'rpc-server-process.ts', [bins.rpcServer]))
-  )
+  const startWorkers = () =>
+    Promise.all([0, 1].map(() => startFar(topology, 'rpc-server-process.ts', [bins.rpcServer])))
+  const workers = await startWorkers()
+  // A multiplexer is its rpc-server's one client: concurrent agents get rpc-servers of their own.
+  const tunnelWorkers = sharing === 'concurrent' ? await startWorkers() : workers
   const paths = await buildPaths(
     topology,
-    workers.map((w) => w.port)
+    workers.map((w) => w.port),
+    { sharing, ports: tunnelWorkers.map((w) => w.port) }
   )
   const results = []
   try {
@@ -194,7 +216,7 @@ async function endToEnd(topology: Topology, bins: LlamaBinaries, specs: Array<[L
     }
   } finally {
     await Promise.all(PATHS.map((p) => paths[p].stop()))
-    await stopAll(workers.map((w) => w.child))
+    await stopAll([...new Set([...workers, ...tunnelWorkers])].map((w) => w.child))
   }
   return results
 }
