@@ -106,7 +106,7 @@ export async function startAgent(options: JoinOptions, logger: Logger): Promise<
             leaseTtlMs: options.leaseTtl * 1000,
             idleMs: options.idle * 1000
           })
-  // Concurrent (or auto) sharing: the multiplexer is rpc-server's one client, a local port per pool;
+  // Concurrent (or auto) sharing: the multiplexer is rpc-server's one client, holders' streams its sessions;
   // with auto, exclusive holders' sessions go through it too (their quota: all the memory offered).
   const mux =
     options.sharing !== 'exclusive'
@@ -152,18 +152,19 @@ export async function startAgent(options: JoinOptions, logger: Logger): Promise<
     { maxBytes: MAX_POOL_UPDATE_BYTES }
   )
   const traffic = new Map<string, PoolTraffic>()
-  const muxPort = (peer: string): number | undefined => {
+  // With concurrent sharing a holder's streams become sessions of its pool in the multiplexer.
+  const toMux = (peer: string) => {
     const pool = leases.poolOf(peer)
-    return pool === undefined ? undefined : mux?.portFor(pool)
+    return pool === undefined ? undefined : mux?.attacher(pool, `peer:${peer}`)
   }
   const service = await startRpcService({
     node,
-    // A holder's streams go to its pool's multiplexer port with concurrent sharing.
-    rpcServerPort: (peer) => muxPort(peer) ?? rpc.port(),
+    rpcServerPort: () => rpc.port(),
+    attach: toMux,
     logger,
     authorize: (connection) => {
       const peer = connection.remotePeer.toString()
-      return leases.holds(peer) && (mux === undefined || muxPort(peer) !== undefined)
+      return leases.holds(peer) && (mux === undefined || toMux(peer) !== undefined)
     },
     onActivity: (peer) => {
       const pool = leases.poolOf(peer)
@@ -273,7 +274,7 @@ export async function startAgent(options: JoinOptions, logger: Logger): Promise<
       rendezvous.stop()
       await leases.stop(options.grace * 1000)
       await service.stop()
-      await mux?.stop()
+      mux?.stop()
       await node.stop()
       await rpc.stop()
       ledger.close()

@@ -1,11 +1,5 @@
-import {
-  listenRpcMux,
-  startRpcMux,
-  type MuxListener,
-  type MuxPoolInfo,
-  type MuxStats,
-  type RpcMux
-} from '@frankenstein-mesh/tunnel'
+import type { Duplex } from 'node:stream'
+import { startRpcMux, type MuxPoolInfo, type MuxStats, type RpcMux } from '@frankenstein-mesh/tunnel'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { Logger } from 'pino'
 
@@ -56,16 +50,15 @@ function addStats(a: MuxStats, b: MuxStats): MuxStats {
 }
 
 /**
- * Concurrent sharing's half of the agent: the multiplexer as rpc-server's one client, and one
- * 127.0.0.1 port per pool where the RPC service sends that pool's lease holders' streams (each
- * stream still passes the agent's gate and metering first). rpc-server lost: the multiplexer goes
- * with it (every session dropped); restored: `restart` starts a new one on new ports.
+ * Concurrent sharing's half of the agent: the multiplexer as rpc-server's one client, which the
+ * RPC service hands each lease holder's stream to in-process, as a session of the holder's pool
+ * (each stream still passes the agent's gate and metering first). rpc-server lost: the
+ * multiplexer goes with it (every session dropped); restored: `restart` starts a new one.
  */
 export class MuxHost {
   private readonly init: MuxHostInit
   private readonly log: Logger
   private mux: RpcMux | undefined
-  private listeners = new Map<string, MuxListener>()
   private totals: MuxStats = NO_STATS
   private restarting: Promise<void> | undefined
   private stopped = false
@@ -82,28 +75,29 @@ export class MuxHost {
       quota: (pool) => this.init.quota(pool),
       weight: (pool) => this.init.weight(pool)
     })
-    const listeners = new Map<string, MuxListener>()
-    for (const pool of this.init.pools)
-      listeners.set(pool, await listenRpcMux(mux, { pool, weight: this.init.weight(pool) }))
     this.mux = mux
-    this.listeners = listeners
     void mux.closed.then(async (err) => {
       if (this.mux !== mux) return
       if (err !== undefined) this.log.warn({ err: err.message }, 'multiplexer closed')
-      await this.retire()
+      this.retire()
       if (this.init.reconnect === true) await this.recover()
     })
   }
 
-  /** Where a pool's sessions go; undefined while the multiplexer is down. */
-  portFor(pool: string): number | undefined {
-    return this.listeners.get(pool)?.port
+  /**
+   * How a pool's streams become sessions: attaching one end of an in-process pair to the
+   * multiplexer now up; undefined while it is down, or for a pool this agent did not join.
+   */
+  attacher(pool: string, label: string): ((end: Duplex) => void) | undefined {
+    const mux = this.mux
+    if (mux === undefined || !this.init.pools.includes(pool)) return undefined
+    return (end) => void mux.attach(end, { pool, weight: this.init.weight(pool), label })
   }
 
   /** rpc-server is back after a loss: a new multiplexer on it, the old one's totals kept. */
   restart(): Promise<void> {
     this.restarting ??= (async () => {
-      await this.retire()
+      this.retire()
       await this.start().catch((err: unknown) =>
         this.log.error({ err: (err as Error).message }, 'multiplexer restart failed')
       )
@@ -120,9 +114,9 @@ export class MuxHost {
     }
   }
 
-  async stop(): Promise<void> {
+  stop(): void {
     this.stopped = true
-    await this.retire()
+    this.retire()
   }
 
   /**
@@ -144,14 +138,11 @@ export class MuxHost {
     return !this.stopped && this.mux === undefined && this.restarting === undefined
   }
 
-  private async retire(): Promise<void> {
+  private retire(): void {
     const mux = this.mux
     if (mux === undefined) return
     this.mux = undefined
     this.totals = addStats(this.totals, mux.stats())
-    const listeners = [...this.listeners.values()]
-    this.listeners = new Map()
     mux.close()
-    await Promise.all(listeners.map((l) => l.close()))
   }
 }

@@ -1,4 +1,4 @@
-import type { Socket } from 'node:net'
+import type { Duplex } from 'node:stream'
 import type { Stream } from '@libp2p/interface'
 import { Uint8ArrayList } from 'uint8arraylist'
 import { halfWindowUpdates } from './window-updates.ts'
@@ -11,7 +11,8 @@ import { halfWindowUpdates } from './window-updates.ts'
 export type Gate = (chunk: Uint8Array, forward: (bytes: Uint8Array) => void) => void
 
 export interface BridgeInit {
-  readonly socket: Socket
+  /** A TCP socket, or one end of an in-process pair (the agent's way into its multiplexer). */
+  readonly socket: Duplex
   readonly stream: Stream
   /** Gate for socket -> stream; everything passes when absent. */
   readonly fromSocket?: Gate | undefined

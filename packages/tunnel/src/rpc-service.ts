@@ -1,4 +1,5 @@
 import { Socket } from 'node:net'
+import { duplexPair, type Duplex } from 'node:stream'
 import type { Connection, Libp2p, Stream } from '@libp2p/interface'
 import { PROTOCOL } from '@frankenstein-mesh/protocol'
 import type { Logger } from 'pino'
@@ -12,6 +13,12 @@ export interface RpcServiceInit {
    * concurrent sharing, the multiplexer's port for the peer's pool).
    */
   readonly rpcServerPort: number | ((peer: string) => number)
+  /**
+   * An in-process destination for a peer's streams instead of a TCP connection: a function that
+   * takes one end of a duplex pair carrying the stream's gated bytes (with concurrent sharing, the
+   * multiplexer's attach for the peer's pool). Undefined for a peer: its streams go to the port.
+   */
+  readonly attach?: ((peer: string) => ((end: Duplex) => void) | undefined) | undefined
   readonly logger: Logger
   /** Decides whether a peer's stream may reach rpc-server; refused streams are reset at once. */
   readonly authorize?: ((connection: Connection) => boolean) | undefined
@@ -55,7 +62,7 @@ export async function startRpcService(init: RpcServiceInit): Promise<RpcService>
     open.set(stream, entry)
     // Connected on the first bytes, not now: the orchestrator opens a stream ahead of need, and
     // rpc-server serves one connection at a time, so an idle stream must not take its turn.
-    const socket = new Socket({ allowHalfOpen: true }).setNoDelay(true)
+    const { end: socket, open: connectTarget } = target(init.attach?.(peer), () => port(peer))
     const onActivity = init.onActivity
     const fromStream: Gate = (chunk, forward) => {
       onActivity?.(peer)
@@ -66,7 +73,7 @@ export async function startRpcService(init: RpcServiceInit): Promise<RpcService>
       gate.request(chunk, (bytes) => {
         if (!entry.started) {
           entry.started = true
-          socket.connect({ host: '127.0.0.1', port: port(peer) })
+          connectTarget()
         }
         forward(bytes)
       })
@@ -108,4 +115,24 @@ export async function startRpcService(init: RpcServiceInit): Promise<RpcService>
       for (const stream of open.keys()) stream.abort(new Error('rpc service stopping'))
     }
   }
+}
+
+/**
+ * Where a stream's gated bytes go: the end the bridge writes to, and how to reach its far side
+ * once the first bytes have passed the gate. With `attach`, an in-process pair (no socket, no
+ * second parse of the bytes by the kernel); otherwise a TCP connection to rpc-server's port.
+ */
+function target(
+  attach: ((end: Duplex) => void) | undefined,
+  port: () => number
+): { end: Duplex; open: () => void } {
+  if (attach === undefined) {
+    const socket = new Socket({ allowHalfOpen: true }).setNoDelay(true)
+    return { end: socket, open: () => socket.connect({ host: '127.0.0.1', port: port() }) }
+  }
+  const [near, far] = duplexPair()
+  // Ending carries over in a pair; destroying does not: a reset must, as it does on TCP.
+  near.once('close', () => far.destroy())
+  far.once('close', () => near.destroy())
+  return { end: near, open: () => attach(far) }
 }
