@@ -1,5 +1,4 @@
 import assert from 'node:assert/strict'
-import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import {
   CONN_CAPS_SIZE,
@@ -11,7 +10,6 @@ import {
   silentLogger
 } from '@frankenstein-mesh/llama'
 import {
-  acquireLease,
   createMeshNode,
   ephemeralPrivateKey,
   multiaddr,
@@ -20,9 +18,8 @@ import {
 } from '@frankenstein-mesh/mesh'
 import { PROTOCOL } from '@frankenstein-mesh/protocol'
 import { startRpcTunnel } from '@frankenstein-mesh/tunnel'
-import { spawnAgent, type AgentProcess, loopbackJoinArgs } from './fixtures/agent-process.ts'
-import { createScratch, testBinaries, type Scratch } from './fixtures/llama.ts'
-import { credentialFor } from './fixtures/credentials.ts'
+import type { AgentProcess } from './fixtures/agent-process.ts'
+import { leasedAgent, type LeasedAgent } from './fixtures/leased-agent.ts'
 
 const hello = encodeRequest(RpcCommand.Hello, new Uint8Array(CONN_CAPS_SIZE))
 const u32 = (n: number): Buffer => Buffer.from(new Uint32Array([n]).buffer)
@@ -69,37 +66,15 @@ const HOSTILE: Array<[string, Buffer]> = [
 ]
 
 describe('hostile RPC through an agent', { timeout: 120_000 }, () => {
-  let scratch: Scratch
+  let leased: LeasedAgent
   let agent: AgentProcess
   let node: MeshNode
 
   before(async () => {
-    const bins = await testBinaries()
-    scratch = await createScratch('hostile')
-    agent = await spawnAgent([
-      '--pool',
-      'hostile',
-      ...loopbackJoinArgs({
-        identity: join(scratch.dir, 'agent.key'),
-        rpcServer: bins.rpcServer,
-        mdns: false
-      })
-    ])
-    node = await createMeshNode({ privateKey: await ephemeralPrivateKey(), listen: ['/ip4/127.0.0.1/tcp/0'] })
-    await node.dial(multiaddr(agent.addresses[0] ?? ''))
-    await acquireLease({
-      node,
-      peer: peerIdFromString(agent.peerId),
-      pool: 'hostile',
-      credential: await credentialFor(node, 'hostile'),
-      logger: silentLogger()
-    })
+    leased = await leasedAgent('hostile')
+    ;({ agent, node } = leased)
   })
-  after(async () => {
-    await node.stop()
-    await agent.stop()
-    await scratch.remove()
-  })
+  after(() => leased.stop())
 
   it('resets the RPC stream of a peer without a lease before a byte reaches rpc-server', async () => {
     const stranger = await createMeshNode({

@@ -4,25 +4,16 @@
  * rpc-server only when bytes come. Real agent, real rpc-server, real libp2p.
  */
 import assert from 'node:assert/strict'
-import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { connectRpc, silentLogger } from '@frankenstein-mesh/llama'
-import {
-  acquireLease,
-  createMeshNode,
-  ephemeralPrivateKey,
-  multiaddr,
-  peerIdFromString,
-  type MeshNode
-} from '@frankenstein-mesh/mesh'
+import { peerIdFromString, type MeshNode } from '@frankenstein-mesh/mesh'
 import { PROTOCOL } from '@frankenstein-mesh/protocol'
 import { startRpcTunnel, type RpcTunnel } from '@frankenstein-mesh/tunnel'
-import { spawnAgent, type AgentProcess, loopbackJoinArgs } from './fixtures/agent-process.ts'
-import { createScratch, testBinaries, type Scratch } from './fixtures/llama.ts'
-import { credentialFor } from './fixtures/credentials.ts'
+import type { AgentProcess } from './fixtures/agent-process.ts'
+import { leasedAgent, type LeasedAgent } from './fixtures/leased-agent.ts'
 
 describe('RPC streams opened ahead', { timeout: 120_000 }, () => {
-  let scratch: Scratch
+  let leased: LeasedAgent
   let agent: AgentProcess
   let node: MeshNode
   let tunnel: RpcTunnel
@@ -42,33 +33,13 @@ describe('RPC streams opened ahead', { timeout: 120_000 }, () => {
   }
 
   before(async () => {
-    const bins = await testBinaries()
-    scratch = await createScratch('stream-ahead')
-    agent = await spawnAgent([
-      '--pool',
-      'ahead',
-      ...loopbackJoinArgs({
-        identity: join(scratch.dir, 'agent.key'),
-        rpcServer: bins.rpcServer,
-        mdns: false
-      })
-    ])
-    node = await createMeshNode({ privateKey: await ephemeralPrivateKey(), listen: ['/ip4/127.0.0.1/tcp/0'] })
-    await node.dial(multiaddr(agent.addresses[0] ?? ''))
-    await acquireLease({
-      node,
-      peer: peerIdFromString(agent.peerId),
-      pool: 'ahead',
-      credential: await credentialFor(node, 'ahead'),
-      logger: silentLogger()
-    })
-    tunnel = await startRpcTunnel({ node, peer: peerIdFromString(agent.peerId), logger: silentLogger() })
+    leased = await leasedAgent('ahead')
+    ;({ agent, node } = leased)
+    tunnel = await startRpcTunnel({ node, peer: leased.peer, logger: silentLogger() })
   })
   after(async () => {
     await tunnel.close()
-    await node.stop()
-    await agent.stop()
-    await scratch.remove()
+    await leased.stop()
   })
 
   it('holds one stream open before any connection, without taking rpc-server', async () => {
