@@ -4,9 +4,7 @@ import { after, before, describe, it } from 'node:test'
 import {
   RpcCommand,
   TINY_MODEL,
-  TensorField,
   encodeRequest,
-  encodeTensor,
   residentBytes,
   startLlamaServer,
   startRpcServer,
@@ -20,6 +18,8 @@ import { listenRpcMux, startRpcMux, type MuxListener, type RpcMux } from '@frank
 import {
   HELLO,
   RawSession,
+  crossPoolAttacks,
+  f32,
   Random,
   seedFromEnv,
   vulnerabilityShapes,
@@ -55,75 +55,10 @@ async function dedicatedTokens(bins: LlamaBinaries, model: string): Promise<Expe
   }
 }
 
-const u32 = (n: number): Buffer => {
-  const b = Buffer.alloc(4)
-  b.writeUInt32LE(n)
-  return b
-}
 const u64 = (n: bigint): Buffer => {
   const b = Buffer.alloc(8)
   b.writeBigUInt64LE(n)
   return b
-}
-
-/** 16 floats at `data` in `buffer`, as an rpc_tensor (with an id, to stand in a graph). */
-function f32(buffer: bigint, data: bigint, id = 1n): Buffer {
-  return encodeTensor({ id, buffer, data, type: 0, ne: [16, 1, 1, 1], nb: [4, 64, 64, 64] })
-}
-
-/** What a hostile session sends against a victim's buffer, from its own buffer. */
-function attacks(victim: RealBuffer, own: RealBuffer): Array<[string, Buffer]> {
-  const read = (tensor: Buffer): Buffer =>
-    encodeRequest(RpcCommand.GetTensor, Buffer.concat([tensor, u64(0n), u64(64n)]))
-  /** A one-node graph: GGML_OP_DUP (1) by default, GGML_OP_ADD (2) for a node without sources. */
-  const computeOn = (tensor: Buffer, op = 1): Buffer => {
-    const node = Buffer.from(tensor)
-    node.writeUInt32LE(op, TensorField.op)
-    return encodeRequest(RpcCommand.GraphCompute, Buffer.concat([u32(0), u32(1), u64(1n), u32(1), node]))
-  }
-  return [
-    ["read another pool's weights", read(f32(victim.ptr, victim.base))],
-    ['read them through its own buffer handle', read(f32(own.ptr, victim.base))],
-    ['read them through a raw pointer (no buffer)', read(f32(0n, victim.base))],
-    [
-      "write into another pool's buffer",
-      encodeRequest(
-        RpcCommand.SetTensor,
-        Buffer.concat([f32(victim.ptr, victim.base), u64(0n), Buffer.alloc(64, 7)])
-      )
-    ],
-    [
-      "copy another pool's tensor into its own",
-      encodeRequest(
-        RpcCommand.CopyTensor,
-        Buffer.concat([f32(victim.ptr, victim.base), f32(own.ptr, own.base, 2n)])
-      )
-    ],
-    [
-      "memset another pool's tensor",
-      encodeRequest(
-        RpcCommand.MemsetTensor,
-        Buffer.concat([f32(victim.ptr, victim.base), u64(0n), u64(64n), Buffer.from([0])])
-      )
-    ],
-    [
-      "init a tensor in another pool's buffer",
-      encodeRequest(RpcCommand.InitTensor, f32(victim.ptr, victim.base))
-    ],
-    ["free another pool's buffer", encodeRequest(RpcCommand.FreeBuffer, u64(victim.ptr))],
-    [
-      "clear another pool's buffer",
-      encodeRequest(RpcCommand.BufferClear, Buffer.concat([u64(victim.ptr), Buffer.from([0])]))
-    ],
-    ["ask for the base of another pool's buffer", encodeRequest(RpcCommand.BufferGetBase, u64(victim.ptr))],
-    ["compute on another pool's buffer", computeOn(f32(victim.ptr, victim.base))],
-    ['compute on a raw pointer', computeOn(f32(0n, victim.base))],
-    [
-      'compute an op without the sources it reads (rpc-server would fault)',
-      computeOn(f32(own.ptr, own.base), 2)
-    ],
-    ["recompute another pool's stored graph", encodeRequest(RpcCommand.GraphRecompute, u32(0))]
-  ]
 }
 
 async function waitFor(what: string, condition: () => boolean, ms = 20_000): Promise<void> {
@@ -256,7 +191,7 @@ describe('two pools through one multiplexed rpc-server', { timeout: 300_000 }, (
     probe.destroy()
     const seed = seedFromEnv()
     const shapesFor = (own: RealBuffer): Array<[string, Buffer]> => [
-      ...attacks(victim, own),
+      ...crossPoolAttacks(victim, own),
       ...vulnerabilityShapes(own, new Random(seed))
     ]
     const count = shapesFor(probeBuffer).length
