@@ -1,4 +1,4 @@
-import type { RpcTraffic } from '@frankenstein-mesh/tunnel'
+import type { TrafficTotals } from '@frankenstein-mesh/tunnel'
 
 /** What `mesh-agent status` shows; served as JSON on the agent's control socket. */
 export interface AgentStatus {
@@ -73,38 +73,8 @@ export interface AgentStatus {
   }
 }
 
-export interface PoolTraffic {
-  readonly connections: number
-  readonly requestBytes: number
-  readonly responseBytes: number
-  readonly uploadBytes: number
-  readonly computes: number
-  readonly computeMs: number
-  /** Memory the pool's connections held over time (the credit formula's first term). */
-  readonly memoryGiBs: number
-}
-
-export const NO_TRAFFIC: PoolTraffic = {
-  connections: 0,
-  requestBytes: 0,
-  responseBytes: 0,
-  uploadBytes: 0,
-  computes: 0,
-  computeMs: 0,
-  memoryGiBs: 0
-}
-
-export function addTraffic(total: PoolTraffic, one: RpcTraffic): PoolTraffic {
-  return {
-    connections: total.connections + 1,
-    requestBytes: total.requestBytes + one.requestBytes,
-    responseBytes: total.responseBytes + one.responseBytes,
-    uploadBytes: total.uploadBytes + one.uploadBytes,
-    computes: total.computes + one.computes,
-    computeMs: total.computeMs + one.computeMs,
-    memoryGiBs: total.memoryGiBs + one.memoryGiBs
-  }
-}
+/** A pool's RPC traffic through this agent: its ended connections and its holders' open ones. */
+export type PoolTraffic = TrafficTotals
 
 /** The status for people: a few lines, nothing they did not ask for. */
 export function formatStatus(status: AgentStatus): string {

@@ -22,9 +22,9 @@ import {
   type WorkerAdvert
 } from '@frankenstein-mesh/protocol'
 import { Ledger } from '@frankenstein-mesh/credits'
-import { startRpcService, type RpcTraffic } from '@frankenstein-mesh/tunnel'
+import { NO_TRAFFIC, addTraffic, startRpcService, type RpcTraffic } from '@frankenstein-mesh/tunnel'
 import type { Logger } from 'pino'
-import { NO_TRAFFIC, addTraffic, type AgentStatus, type PoolTraffic } from './agent-status.ts'
+import type { AgentStatus, PoolTraffic } from './agent-status.ts'
 import type { JoinOptions } from './config.ts'
 import { AgentError } from './errors.ts'
 import { AutoScheduler } from './auto-scheduler.ts'

@@ -1,7 +1,7 @@
 import { scrapedMetrics, type ScrapedMetrics } from '@frankenstein-mesh/control'
 import type { ServingState } from './orchestrator.ts'
 import type { OrchestratorStatus } from './serve.ts'
-import type { TunnelTotals } from './tunnel-totals.ts'
+import type { TrafficTotals } from '@frankenstein-mesh/tunnel'
 
 const STATES: readonly ServingState[] = ['waiting-for-workers', 'loading', 'serving', 'draining', 'stopped']
 
@@ -37,7 +37,7 @@ export function orchestratorMetrics(sources: { status: () => OrchestratorStatus 
   m.gauge('fm_orch_load_bytes', "bytes of the last plan's model load streamed so far", [], (g, { status }) =>
     g.set(status.load?.doneBytes ?? 0)
   )
-  const perTunnel = (name: string, help: string, pick: (t: TunnelTotals) => number) =>
+  const perTunnel = (name: string, help: string, pick: (t: TrafficTotals) => number) =>
     m.gauge(name, help, ['peer'], (g, { status }) => {
       for (const t of status.tunnels) g.set({ peer: t.peer }, pick(t.traffic))
     })

@@ -6,6 +6,7 @@ import {
   startRendezvous
 } from '@frankenstein-mesh/mesh'
 import { Ledger } from '@frankenstein-mesh/credits'
+import { NO_TRAFFIC, addTraffic, type TrafficTotals } from '@frankenstein-mesh/tunnel'
 import type { Logger } from 'pino'
 import { OrchestratorCredits } from './credits.ts'
 import { Spending } from './spending.ts'
@@ -14,7 +15,6 @@ import type { ServeOptions } from './config.ts'
 import { startHttpFront } from './http-front.ts'
 import { Orchestrator, describePlan, type ModelLoad } from './orchestrator.ts'
 import { TokenMeter } from './token-meter.ts'
-import { tunnelTotals, type TunnelTotals } from './tunnel-totals.ts'
 import { startDashboard } from './dashboard/feed.ts'
 import { OrchestratorAuthority, defaultPoolKeyPath } from './pool-authority.ts'
 
@@ -77,7 +77,8 @@ export interface OrchestratorStatus {
     lastSeen: number
   }>
   /** Per worker of the serving plan: its tunnel's open connections and counters, summed over them. */
-  readonly tunnels: Array<{ peer: string; connections: number; traffic: TunnelTotals }>
+  /** `connections`: open now; `traffic`: every connection the tunnel carried, summed. */
+  readonly tunnels: Array<{ peer: string; connections: number; traffic: TrafficTotals }>
 }
 
 /** Wires the orchestrator: identity, mesh node, discovery, the serving loop, the HTTP front. */
@@ -226,7 +227,7 @@ export async function startServing(options: ServeOptions, logger: Logger): Promi
         tunnels: orchestrator.tunnels.map((t) => ({
           peer: t.peer.toString(),
           connections: t.open,
-          traffic: tunnelTotals(t)
+          traffic: t.traffic().reduce(addTraffic, NO_TRAFFIC)
         }))
       }
     },

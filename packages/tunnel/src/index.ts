@@ -1,5 +1,12 @@
 export { bridge, waitDrain, type BridgeInit, type BridgeEnd, type Gate } from './bridge.ts'
-export { MAX_GRAPH_BYTES, RpcGate, type RpcTraffic } from './rpc-gate.ts'
+export {
+  MAX_GRAPH_BYTES,
+  NO_TRAFFIC,
+  RpcGate,
+  addTraffic,
+  type RpcTraffic,
+  type TrafficTotals
+} from './rpc-gate.ts'
 export { startRpcTunnel, type RpcTunnel, type RpcTunnelInit } from './rpc-tunnel.ts'
 export { startRpcService, type RpcService, type RpcServiceInit } from './rpc-service.ts'
 export { RpcGateError, RpcIsolationError, RpcMuxError, TunnelError } from './errors.ts'

@@ -31,6 +31,37 @@ export interface RpcTraffic {
   readonly memoryGiBs: number
 }
 
+/** Several connections' counters added up, without the per-command breakdown. */
+export interface TrafficTotals extends Omit<RpcTraffic, 'commands'> {
+  /** How many connections were added. */
+  readonly connections: number
+}
+
+export const NO_TRAFFIC: TrafficTotals = {
+  connections: 0,
+  requestBytes: 0,
+  responseBytes: 0,
+  uploadBytes: 0,
+  computes: 0,
+  computeMs: 0,
+  heldBytes: 0,
+  memoryGiBs: 0
+}
+
+/** `total` with one more connection's counters: a reducer over `RpcTraffic[]`. */
+export function addTraffic(total: TrafficTotals, one: RpcTraffic): TrafficTotals {
+  return {
+    connections: total.connections + 1,
+    requestBytes: total.requestBytes + one.requestBytes,
+    responseBytes: total.responseBytes + one.responseBytes,
+    uploadBytes: total.uploadBytes + one.uploadBytes,
+    computes: total.computes + one.computes,
+    computeMs: total.computeMs + one.computeMs,
+    heldBytes: total.heldBytes + one.heldBytes,
+    memoryGiBs: total.memoryGiBs + one.memoryGiBs
+  }
+}
+
 const GiB = 1024 ** 3
 /** The largest GRAPH_COMPUTE the gate takes (it holds one whole to check it): 64 MiB, as the multiplexer. */
 export const MAX_GRAPH_BYTES = 64 * 1024 ** 2

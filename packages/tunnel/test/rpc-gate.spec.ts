@@ -8,7 +8,7 @@ import {
   encodeTensor,
   TensorField
 } from '@frankenstein-mesh/llama'
-import { MAX_GRAPH_BYTES, RpcGate } from '../src/rpc-gate.ts'
+import { MAX_GRAPH_BYTES, NO_TRAFFIC, RpcGate, addTraffic, type RpcTraffic } from '../src/rpc-gate.ts'
 
 const u64 = (n: number): Buffer => {
   const b = Buffer.alloc(8)
@@ -167,5 +167,18 @@ describe('RpcGate memory metering', () => {
     assert.equal(final.heldBytes, 0)
     await new Promise((r) => setTimeout(r, 10))
     assert.equal(gate.snapshot().memoryGiBs, final.memoryGiBs, 'nothing accrues after the end')
+  })
+})
+
+describe('traffic totals', () => {
+  it("adds connections' counters field by field and counts the connections", () => {
+    const gates = [new RpcGate(), new RpcGate()]
+    gates.forEach((gate, i) => gate.request(Buffer.concat([hello, ...(i === 0 ? [upload] : [])]), () => {}))
+    const [one, two] = gates.map((g) => g.snapshot()) as [RpcTraffic, RpcTraffic]
+    const total = [one, two].reduce(addTraffic, NO_TRAFFIC)
+    assert.equal(total.connections, 2)
+    assert.equal(total.requestBytes, one.requestBytes + two.requestBytes)
+    assert.equal(total.uploadBytes, 3000)
+    assert.deepEqual([].reduce(addTraffic, NO_TRAFFIC), NO_TRAFFIC)
   })
 })
