@@ -4,14 +4,7 @@ import { statSync } from 'node:fs'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
 import { promisify } from 'node:util'
-import {
-  TINY_MODEL,
-  silentLogger,
-  startLlamaServer,
-  startRpcServer,
-  type LlamaBinaries,
-  type LlamaModelSpec
-} from '@frankenstein-mesh/llama'
+import { TINY_MODEL, type LlamaBinaries } from '@frankenstein-mesh/llama'
 import {
   loopbackJoinArgs,
   loopbackServeArgs,
@@ -22,12 +15,19 @@ import {
   type OrchestratorProcess
 } from './fixtures/agent-process.ts'
 import { childNamed } from './fixtures/proc-figures.ts'
-import { PROMPTS, createScratch, greedyCompletion, testBinaries, type Scratch } from './fixtures/llama.ts'
+import {
+  OTHER_MODEL,
+  PROMPTS,
+  createScratch,
+  greedyCompletion,
+  onDedicatedRpcServer,
+  testBinaries,
+  type Scratch
+} from './fixtures/llama.ts'
 
 const run = promisify(execFile)
 const AGENT = join(import.meta.dirname, '..', 'apps', 'mesh-agent', 'src', 'bin.ts')
 /** A second model, different in shape and weights, so that mixing the two up shows in the tokens. */
-const OTHER_MODEL: LlamaModelSpec = { ...TINY_MODEL, name: 'tiny-other', layers: 4, seed: 7 }
 const TOKENS = 16
 
 interface Status {
@@ -51,26 +51,18 @@ interface Status {
 let dedicated: Promise<[Map<string, number[]>, Map<string, number[]>]> | undefined
 
 /** The tokens a model gives on a dedicated rpc-server, with the orchestrator's context and slots. */
-async function dedicatedTokens(bins: LlamaBinaries, model: string): Promise<Map<string, number[]>> {
-  const logger = silentLogger()
-  const rpc = await startRpcServer({ binary: bins.rpcServer, logger })
-  const server = await startLlamaServer({
-    binary: bins.llamaServer,
+function dedicatedTokens(bins: LlamaBinaries, model: string): Promise<Map<string, number[]>> {
+  return onDedicatedRpcServer(
+    bins,
     model,
-    logger,
-    rpc: [rpc.endpoint],
-    contextSize: 1024,
-    parallel: 1
-  })
-  try {
-    const tokens = new Map<string, number[]>()
-    for (const prompt of PROMPTS)
-      tokens.set(prompt, [...(await greedyCompletion(server.url, prompt, TOKENS)).tokens])
-    return tokens
-  } finally {
-    await server.stop()
-    await rpc.stop()
-  }
+    async (url) => {
+      const tokens = new Map<string, number[]>()
+      for (const prompt of PROMPTS)
+        tokens.set(prompt, [...(await greedyCompletion(url, prompt, TOKENS)).tokens])
+      return tokens
+    },
+    { contextSize: 1024, parallel: 1 }
+  )
 }
 
 interface Suite {

@@ -9,7 +9,7 @@ import { after, before, describe, it } from 'node:test'
 import { RpcCommand, encodeRequest, silentLogger } from '@frankenstein-mesh/llama'
 import { startRpcTunnel, type RpcTunnel } from '@frankenstein-mesh/tunnel'
 import { HELLO, RawSession, crossPoolAttacks, f32, withRealBuffer, type RealBuffer } from './fixtures/fuzz.ts'
-import { leasedAgent, type LeasedAgent } from './fixtures/leased-agent.ts'
+import { leasedAgent } from './fixtures/leased-agent.ts'
 
 const u64 = (n: bigint): Buffer => {
   const b = Buffer.alloc(8)
@@ -22,7 +22,8 @@ describe(
   'hostile sessions through an agent that shares its rpc-server (--sharing concurrent)',
   { timeout: 180_000 },
   () => {
-    let leased: LeasedAgent
+    /** What `before` started, in order: `after` ends it in reverse, however far `before` got. */
+    const started: Array<() => unknown> = []
     let victimTunnel: RpcTunnel
     let hostileTunnel: RpcTunnel
     let victim: RawSession
@@ -40,12 +41,16 @@ describe(
     }
 
     before(async () => {
-      leased = await leasedAgent('victim', { pools: ['hostile'], join: ['--sharing', 'concurrent'] })
+      const leased = await leasedAgent('victim', { pools: ['hostile'], join: ['--sharing', 'concurrent'] })
+      started.push(() => leased.stop())
       const hostileNode = await leased.holder('hostile')
       const logger = silentLogger()
       victimTunnel = await startRpcTunnel({ node: leased.node, peer: leased.peer, logger })
+      started.push(() => victimTunnel.close())
       hostileTunnel = await startRpcTunnel({ node: hostileNode, peer: leased.peer, logger })
+      started.push(() => hostileTunnel.close())
       victim = await RawSession.open(victimTunnel.port)
+      started.push(() => victim.destroy())
       const buffer = await withRealBuffer(victim)
       assert.ok(buffer !== undefined, 'the victim pool got a buffer through the agent')
       victimBuffer = buffer
@@ -58,10 +63,7 @@ describe(
       assert.deepEqual(await victimBytes(), PATTERN, 'the victim wrote and reads its own bytes')
     })
     after(async () => {
-      victim.destroy()
-      await victimTunnel.close()
-      await hostileTunnel.close()
-      await leased.stop()
+      for (const end of started.reverse()) await end()
     })
 
     it("drops each attack on the other pool's buffer alone; the victim keeps its session and its bytes", async () => {

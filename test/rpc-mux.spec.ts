@@ -10,7 +10,6 @@ import {
   startRpcServer,
   silentLogger,
   type LlamaBinaries,
-  type LlamaModelSpec,
   type LlamaServer,
   type RpcServer
 } from '@frankenstein-mesh/llama'
@@ -26,10 +25,17 @@ import {
   withRealBuffer,
   type RealBuffer
 } from './fixtures/fuzz.ts'
-import { PROMPTS, createScratch, greedyCompletion, testBinaries, type Scratch } from './fixtures/llama.ts'
+import {
+  OTHER_MODEL,
+  PROMPTS,
+  createScratch,
+  greedyCompletion,
+  onDedicatedRpcServer,
+  testBinaries,
+  type Scratch
+} from './fixtures/llama.ts'
 
 /** A second model, different in shape and weights, so that mixing the two up shows in the tokens. */
-const OTHER_MODEL: LlamaModelSpec = { ...TINY_MODEL, name: 'tiny-other', layers: 4, seed: 7 }
 const LONG = 48
 /** The quota of a pool whose model does not fit: 4 MiB. */
 const SMALL = 4 * 1024 * 1024
@@ -40,19 +46,13 @@ interface Expected {
 }
 
 /** The tokens each model gives on a dedicated rpc-server: what the shared one must match. */
-async function dedicatedTokens(bins: LlamaBinaries, model: string): Promise<Expected> {
-  const logger = silentLogger()
-  const rpc = await startRpcServer({ binary: bins.rpcServer, logger })
-  const server = await startLlamaServer({ binary: bins.llamaServer, model, logger, rpc: [rpc.endpoint] })
-  try {
+function dedicatedTokens(bins: LlamaBinaries, model: string): Promise<Expected> {
+  return onDedicatedRpcServer(bins, model, async (url) => {
     const short = new Map<string, readonly number[]>()
-    for (const prompt of PROMPTS) short.set(prompt, (await greedyCompletion(server.url, prompt)).tokens)
-    const long = (await greedyCompletion(server.url, PROMPTS[0] as string, LONG)).tokens
+    for (const prompt of PROMPTS) short.set(prompt, (await greedyCompletion(url, prompt)).tokens)
+    const long = (await greedyCompletion(url, PROMPTS[0] as string, LONG)).tokens
     return { short, long }
-  } finally {
-    await server.stop()
-    await rpc.stop()
-  }
+  })
 }
 
 const u64 = (n: bigint): Buffer => {

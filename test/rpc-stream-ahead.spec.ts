@@ -10,10 +10,11 @@ import { peerIdFromString, type MeshNode } from '@frankenstein-mesh/mesh'
 import { PROTOCOL } from '@frankenstein-mesh/protocol'
 import { startRpcTunnel, type RpcTunnel } from '@frankenstein-mesh/tunnel'
 import type { AgentProcess } from './fixtures/agent-process.ts'
-import { leasedAgent, type LeasedAgent } from './fixtures/leased-agent.ts'
+import { leasedAgent } from './fixtures/leased-agent.ts'
 
 describe('RPC streams opened ahead', { timeout: 120_000 }, () => {
-  let leased: LeasedAgent
+  /** What `before` started, in order: `after` ends it in reverse, however far `before` got. */
+  const started: Array<() => unknown> = []
   let agent: AgentProcess
   let node: MeshNode
   let tunnel: RpcTunnel
@@ -33,13 +34,14 @@ describe('RPC streams opened ahead', { timeout: 120_000 }, () => {
   }
 
   before(async () => {
-    leased = await leasedAgent('ahead')
+    const leased = await leasedAgent('ahead')
+    started.push(() => leased.stop())
     ;({ agent, node } = leased)
     tunnel = await startRpcTunnel({ node, peer: leased.peer, logger: silentLogger() })
+    started.push(() => tunnel.close())
   })
   after(async () => {
-    await tunnel.close()
-    await leased.stop()
+    for (const end of started.reverse()) await end()
   })
 
   it('holds one stream open before any connection, without taking rpc-server', async () => {
