@@ -160,7 +160,7 @@ export async function startAgent(options: JoinOptions, logger: Logger): Promise<
   const service = await startRpcService({
     node,
     rpcServerPort: () => rpc.port(),
-    attach: toMux,
+    attach: mux === undefined ? undefined : toMux,
     logger,
     authorize: (connection) => {
       const peer = connection.remotePeer.toString()

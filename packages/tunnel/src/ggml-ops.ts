@@ -158,11 +158,12 @@ const THREE_SOURCES = new Set([
   'OPT_STEP_SGD'
 ])
 
+/** Sources each op reads, by op number: looked up per tensor of every checked graph. */
+const REQUIRED_SOURCES = Uint8Array.from(GGML_OPS, (name) =>
+  NO_SOURCE.has(name) ? 0 : THREE_SOURCES.has(name) ? 3 : TWO_SOURCES.has(name) ? 2 : 1
+)
+
 /** How many leading sources (`src[0]`, `src[1]`, ...) a node of op `op` must name. */
 export function requiredSources(op: number): number {
-  const name = GGML_OPS[op] ?? 'NONE'
-  if (NO_SOURCE.has(name)) return 0
-  if (THREE_SOURCES.has(name)) return 3
-  if (TWO_SOURCES.has(name)) return 2
-  return 1
+  return REQUIRED_SOURCES[op] ?? 0
 }

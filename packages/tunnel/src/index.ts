@@ -1,12 +1,5 @@
 export { bridge, waitDrain, type BridgeInit, type BridgeEnd, type Gate } from './bridge.ts'
-export {
-  MAX_GRAPH_BYTES,
-  NO_TRAFFIC,
-  RpcGate,
-  addTraffic,
-  type RpcTraffic,
-  type TrafficTotals
-} from './rpc-gate.ts'
+export { NO_TRAFFIC, RpcGate, addTraffic, type RpcTraffic, type TrafficTotals } from './rpc-gate.ts'
 export { startRpcTunnel, type RpcTunnel, type RpcTunnelInit } from './rpc-tunnel.ts'
 export { startRpcService, type RpcService, type RpcServiceInit } from './rpc-service.ts'
 export { RpcGateError, RpcIsolationError, RpcMuxError, TunnelError } from './errors.ts'
@@ -14,6 +7,7 @@ export {
   checkCommand,
   checkGraph,
   checkGraphStructure,
+  MAX_GRAPH_BYTES,
   tensorBytes,
   type BufferRange,
   type SessionScope,

@@ -12,7 +12,7 @@ import {
   type RpcRequestFrame
 } from '@frankenstein-mesh/llama'
 import { RpcIsolationError } from './errors.ts'
-import { checkCommand, type BufferRange, type SessionScope } from './rpc-isolation.ts'
+import { checkCommand, graphHeadSize, type BufferRange, type SessionScope } from './rpc-isolation.ts'
 
 /** A session's last GRAPH_COMPUTE on one device, kept whole to restore rpc-server's stored graph. */
 export interface StoredGraph {
@@ -144,7 +144,7 @@ export class MuxSession implements SessionScope {
   private headSize(command: RpcCommand, payloadSize: number): number {
     if (command === RpcCommand.SetTensor) return SET_TENSOR_HEAD_SIZE
     // A graph is checked whole; one over the limit gets only its fixed part, then is refused.
-    if (command === RpcCommand.GraphCompute) return payloadSize <= this.init.maxGraphBytes ? payloadSize : 0
+    if (command === RpcCommand.GraphCompute) return graphHeadSize(payloadSize, this.init.maxGraphBytes)
     return 0
   }
 

@@ -11,7 +11,7 @@ import {
 } from '@frankenstein-mesh/llama'
 import type { Gate } from './bridge.ts'
 import { RpcGateError, RpcIsolationError } from './errors.ts'
-import { checkGraphStructure } from './rpc-isolation.ts'
+import { MAX_GRAPH_BYTES, checkGraphStructure, graphHeadSize } from './rpc-isolation.ts'
 
 /** Counters of one RPC connection, as a tunnel end saw them. */
 export interface RpcTraffic {
@@ -63,8 +63,6 @@ export function addTraffic(total: TrafficTotals, one: RpcTraffic): TrafficTotals
 }
 
 const GiB = 1024 ** 3
-/** The largest GRAPH_COMPUTE the gate takes (it holds one whole to check it): 64 MiB, as the multiplexer. */
-export const MAX_GRAPH_BYTES = 64 * 1024 ** 2
 
 /**
  * The gate of one RPC connection: both directions pass through the RPC parsers, and only what
@@ -95,20 +93,28 @@ export class RpcGate {
   private forwardRequest: (bytes: Uint8Array) => void = () => {}
   private forwardResponse: (bytes: Uint8Array) => void = () => {}
 
-  constructor() {
+  /**
+   * `checkGraphs`: hold each GRAPH_COMPUTE whole and check its structure before it goes on (where
+   * it goes to rpc-server unchecked otherwise: the agent's end of an exclusive lease). Off, graphs
+   * stream through like any payload.
+   */
+  constructor(options: { readonly checkGraphs?: boolean } = {}) {
+    const checkGraphs = options.checkGraphs === true
     const pending = new PendingResponses()
+    /** Whether the body now streaming is SET_TENSOR's data (a graph's streams too, unchecked). */
+    let uploading = false
     this.requests = new RpcRequestParser({
       pending,
       // A graph is checked whole; one over the limit gets only its fixed part, then is refused.
       headSize: (command, payloadSize) =>
-        command !== RpcCommand.GraphCompute
-          ? defaultHeadSize(command)
-          : payloadSize <= MAX_GRAPH_BYTES
-            ? payloadSize
-            : 0,
+        checkGraphs && command === RpcCommand.GraphCompute
+          ? graphHeadSize(payloadSize, MAX_GRAPH_BYTES)
+          : defaultHeadSize(command),
       onFrame: (frame) => {
-        if (frame.command === RpcCommand.GraphCompute) checkGraph(frame.bytes, frame.payloadSize)
+        if (checkGraphs && frame.command === RpcCommand.GraphCompute)
+          checkGraph(frame.bytes, frame.payloadSize)
         this.counts[frame.command] = (this.counts[frame.command] ?? 0) + 1
+        uploading = frame.command === RpcCommand.SetTensor
         if (frame.command === RpcCommand.Hello) frame.bytes.fill(0, REQUEST_HEADER_SIZE)
         if (frame.command === RpcCommand.FreeBuffer) this.hold(-(this.takeBuffer(frame.bytes) ?? 0))
         if (frame.command === RpcCommand.GraphCompute || frame.command === RpcCommand.GraphRecompute) {
@@ -118,7 +124,7 @@ export class RpcGate {
         this.forwardRequest(frame.bytes)
       },
       onBody: (bytes) => {
-        this.uploadBytes += bytes.length
+        if (uploading) this.uploadBytes += bytes.length
         this.forwardRequest(bytes)
       }
     })

@@ -204,6 +204,17 @@ function allocSize(b: Buffer, scope: SessionScope, what: string): CheckedCommand
   return { device, buffers }
 }
 
+/** The largest GRAPH_COMPUTE a gate or the multiplexer takes by default: each holds one whole to check it. */
+export const MAX_GRAPH_BYTES = 64 * 1024 ** 2
+
+/**
+ * How much of a GRAPH_COMPUTE's payload a parser should hand over whole to be checked: all of
+ * it, or, over `max`, nothing (the frame then comes with its fixed part only and is refused).
+ */
+export function graphHeadSize(payloadSize: number, max: number): number {
+  return payloadSize <= max ? payloadSize : 0
+}
+
 /** Where a GRAPH_COMPUTE payload keeps its tensors: `count` records of RPC_TENSOR_SIZE from `tensorsAt`. */
 export interface GraphLayout {
   readonly device: number

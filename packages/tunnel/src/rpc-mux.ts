@@ -20,6 +20,7 @@ import { MuxSession, type QueuedCommand } from './mux-session.ts'
 import { fairShare, type MuxScheduler } from './mux-scheduler.ts'
 import { ComputeMeter } from './mux-compute-meter.ts'
 import { deviceMemoryWithin } from './mux-quota.ts'
+import { MAX_GRAPH_BYTES } from './rpc-isolation.ts'
 import type {
   AttachOptions,
   MuxPoolInfo,
@@ -31,7 +32,6 @@ import type {
 } from './mux-types.ts'
 
 const DEFAULT_PIECE = 1024 * 1024
-const DEFAULT_MAX_GRAPH = 64 * 1024 * 1024
 const DEFAULT_MAX_UNREAD = 256 * 1024 * 1024
 /**
  * Request bytes that may be on their way to rpc-server before the multiplexer waits for a reply:
@@ -162,7 +162,7 @@ class Multiplexer implements RpcMux {
       deviceCount: this.deviceCount,
       version: this.version,
       pieceSize: this.init.pieceSize ?? DEFAULT_PIECE,
-      maxGraphBytes: this.init.maxGraphBytes ?? DEFAULT_MAX_GRAPH,
+      maxGraphBytes: this.init.maxGraphBytes ?? MAX_GRAPH_BYTES,
       onQueued: () => this.pump()
     })
     const { promise, resolve } = Promise.withResolvers<MuxSessionEnd>()

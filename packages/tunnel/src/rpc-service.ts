@@ -14,9 +14,10 @@ export interface RpcServiceInit {
    */
   readonly rpcServerPort: number | ((peer: string) => number)
   /**
-   * An in-process destination for a peer's streams instead of a TCP connection: a function that
-   * takes one end of a duplex pair carrying the stream's gated bytes (with concurrent sharing, the
-   * multiplexer's attach for the peer's pool). Undefined for a peer: its streams go to the port.
+   * An in-process destination for every stream instead of a TCP connection to the port: for a peer,
+   * a function that takes one end of a duplex pair carrying the stream's gated bytes (with
+   * concurrent sharing, the multiplexer's attach for the peer's pool); undefined while there is
+   * none for that peer, and the stream is cut.
    */
   readonly attach?: ((peer: string) => ((end: Duplex) => void) | undefined) | undefined
   readonly logger: Logger
@@ -57,12 +58,13 @@ export async function startRpcService(init: RpcServiceInit): Promise<RpcService>
       stream.abort(new Error('not authorized'))
       return
     }
-    const gate = new RpcGate()
+    // Graphs bound straight for rpc-server are checked here; the multiplexer checks its own.
+    const gate = new RpcGate({ checkGraphs: init.attach === undefined })
     const entry = { peer, gate, started: false }
     open.set(stream, entry)
     // Connected on the first bytes, not now: the orchestrator opens a stream ahead of need, and
     // rpc-server serves one connection at a time, so an idle stream must not take its turn.
-    const { end: socket, open: connectTarget } = target(init.attach?.(peer), () => port(peer))
+    const { end: socket, open: connectTarget } = target(init.attach, peer, port)
     const onActivity = init.onActivity
     const fromStream: Gate = (chunk, forward) => {
       onActivity?.(peer)
@@ -120,19 +122,26 @@ export async function startRpcService(init: RpcServiceInit): Promise<RpcService>
 /**
  * Where a stream's gated bytes go: the end the bridge writes to, and how to reach its far side
  * once the first bytes have passed the gate. With `attach`, an in-process pair (no socket, no
- * second parse of the bytes by the kernel); otherwise a TCP connection to rpc-server's port.
+ * second parse of the bytes by the kernel); otherwise a TCP connection to rpc-server's port. Both
+ * are looked up only then: a stream opened ahead may wait through an rpc-server restart.
  */
 function target(
-  attach: ((end: Duplex) => void) | undefined,
-  port: () => number
+  attach: RpcServiceInit['attach'],
+  peer: string,
+  port: (peer: string) => number
 ): { end: Duplex; open: () => void } {
   if (attach === undefined) {
     const socket = new Socket({ allowHalfOpen: true }).setNoDelay(true)
-    return { end: socket, open: () => socket.connect({ host: '127.0.0.1', port: port() }) }
+    return { end: socket, open: () => socket.connect({ host: '127.0.0.1', port: port(peer) }) }
   }
   const [near, far] = duplexPair()
   // Ending carries over in a pair; destroying does not: a reset must, as it does on TCP.
   near.once('close', () => far.destroy())
   far.once('close', () => near.destroy())
-  return { end: near, open: () => attach(far) }
+  const open = (): void => {
+    const to = attach(peer)
+    if (to === undefined) near.destroy(new Error('no rpc multiplexer for this peer now'))
+    else to(far)
+  }
+  return { end: near, open }
 }

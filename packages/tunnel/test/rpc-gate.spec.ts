@@ -8,7 +8,8 @@ import {
   encodeTensor,
   TensorField
 } from '@frankenstein-mesh/llama'
-import { MAX_GRAPH_BYTES, NO_TRAFFIC, RpcGate, addTraffic, type RpcTraffic } from '../src/rpc-gate.ts'
+import { NO_TRAFFIC, RpcGate, addTraffic, type RpcTraffic } from '../src/rpc-gate.ts'
+import { MAX_GRAPH_BYTES } from '../src/rpc-isolation.ts'
 
 const u64 = (n: number): Buffer => {
   const b = Buffer.alloc(8)
@@ -70,7 +71,7 @@ describe('RpcGate', () => {
   it('forwards a well-formed graph whole, in any chunking', () => {
     const graph = addGraph([1n, 1n])
     for (const size of [1, 7, 300, graph.length]) {
-      const gate = new RpcGate()
+      const gate = new RpcGate({ checkGraphs: true })
       const forwarded = throughRequests(gate, Buffer.concat([hello, graph]), size)
       assert.deepEqual(forwarded.subarray(hello.length), graph)
       assert.equal(gate.snapshot().uploadBytes, 0, 'a graph is not an upload')
@@ -82,7 +83,7 @@ describe('RpcGate', () => {
       ['a node without the sources its op reads', addGraph([1n])],
       ['a source outside the graph', addGraph([1n, 9n])]
     ] as const) {
-      const gate = new RpcGate()
+      const gate = new RpcGate({ checkGraphs: true })
       const forwarded: Buffer[] = []
       gate.request(hello, (b) => forwarded.push(Buffer.from(b)))
       assert.throws(
@@ -94,8 +95,16 @@ describe('RpcGate', () => {
     }
   })
 
-  it('refuses a graph over the size it checks, without holding it', () => {
+  it('streams graphs through unchecked when not asked to check them (the orchestrator end)', () => {
+    const graph = addGraph([1n])
     const gate = new RpcGate()
+    const forwarded = throughRequests(gate, Buffer.concat([hello, graph]), 7)
+    assert.deepEqual(forwarded.subarray(hello.length), graph)
+    assert.equal(gate.snapshot().uploadBytes, 0, 'a streamed graph is not an upload either')
+  })
+
+  it('refuses a graph over the size it checks, without holding it', () => {
+    const gate = new RpcGate({ checkGraphs: true })
     gate.request(hello, () => {})
     const header = Buffer.concat([Buffer.from([RpcCommand.GraphCompute]), u64(MAX_GRAPH_BYTES + 1)])
     assert.throws(() => gate.request(Buffer.concat([header, Buffer.alloc(12)]), () => {}), {
