@@ -11,6 +11,7 @@ import {
   upstreamBody,
   type ResumableRequest
 } from './stream-resume.ts'
+import { refuseUpgrade } from './upgrade-refusal.ts'
 
 export interface HttpFrontInit {
   readonly orchestrator: Orchestrator
@@ -68,7 +69,7 @@ export async function startHttpFront(init: HttpFrontInit): Promise<HttpFront> {
   })
   server.on('upgrade', (req, socket, head) => {
     if (init.dashboard !== undefined && pathOf(req) === '/ws') init.dashboard.upgrade(req, socket, head)
-    else socket.end('HTTP/1.1 404 Not Found\r\nconnection: close\r\ncontent-length: 0\r\n\r\n')
+    else refuseUpgrade(socket, '404 Not Found')
   })
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject)

@@ -7,6 +7,7 @@ import { WebSocketServer, type WebSocket } from 'ws'
 import type { DashboardRoutes } from '../http-front.ts'
 import type { OrchestratorStatus } from '../serve.ts'
 import { DashboardSnapshot, LinkRates, MAX_DEPARTED, dashboardSnapshot, type Departure } from './snapshot.ts'
+import { refuseUpgrade } from '../upgrade-refusal.ts'
 
 export interface DashboardInit {
   /** Only its change events (and its directory's) are used: they trigger pushes. */
@@ -131,7 +132,7 @@ export function startDashboard(init: DashboardInit): Dashboard {
       const refusal = refuse(req, wss.clients.size, maxClients)
       if (refusal !== undefined) {
         log.warn({ reason: refusal }, 'dashboard connection refused')
-        socket.end(`HTTP/1.1 ${refusal}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`)
+        refuseUpgrade(socket, refusal)
         return
       }
       wss.handleUpgrade(req, socket, head, (client) => wss.emit('connection', client, req))
