@@ -116,7 +116,7 @@ export async function startAgent(options: JoinOptions, logger: Logger): Promise<
           quota: (p) => scheduler.quota(p),
           weight: (p) => memberships.find((m) => m.name === p)?.weight ?? 1,
           logger,
-          reconnect: rpc.events === undefined
+          reconnect: () => rpc.events === undefined || rpc.state().state === 'up'
         })
       : undefined
   await mux?.start()

@@ -12,11 +12,12 @@ export interface MuxHostInit {
   readonly weight: (pool: string) => number
   readonly logger: Logger
   /**
-   * Reconnect by itself when the upstream connection ends (an rpc-server nobody here supervises).
-   * Not with a supervised one: its readiness check and we would race for rpc-server's one client
-   * slot; the supervisor's `restored` calls `restart` instead.
+   * Whether to reconnect by itself, now, when the upstream connection is gone or a restart
+   * failed: always for an rpc-server nobody here supervises; for a supervised one only while it
+   * is up (the connection ended on its own), since while it restarts, its readiness check and we
+   * would race for its one client slot, and the supervisor's `restored` calls `restart` anyway.
    */
-  readonly reconnect?: boolean | undefined
+  readonly reconnect: () => boolean
 }
 
 /** What status shows of the multiplexer. */
@@ -61,6 +62,7 @@ export class MuxHost {
   private mux: RpcMux | undefined
   private totals: MuxStats = NO_STATS
   private restarting: Promise<void> | undefined
+  private recovering = false
   private stopped = false
 
   constructor(init: MuxHostInit) {
@@ -75,12 +77,16 @@ export class MuxHost {
       quota: (pool) => this.init.quota(pool),
       weight: (pool) => this.init.weight(pool)
     })
+    if (this.stopped) {
+      mux.close()
+      return
+    }
     this.mux = mux
-    void mux.closed.then(async (err) => {
+    void mux.closed.then((err) => {
       if (this.mux !== mux) return
       if (err !== undefined) this.log.warn({ err: err.message }, 'multiplexer closed')
       this.retire()
-      if (this.init.reconnect === true) await this.recover()
+      this.recoverIfAllowed()
     })
   }
 
@@ -96,12 +102,16 @@ export class MuxHost {
 
   /** rpc-server is back after a loss: a new multiplexer on it, the old one's totals kept. */
   restart(): Promise<void> {
+    if (this.stopped) return Promise.resolve()
     this.restarting ??= (async () => {
       this.retire()
       await this.start().catch((err: unknown) =>
         this.log.error({ err: (err as Error).message }, 'multiplexer restart failed')
       )
-    })().finally(() => (this.restarting = undefined))
+    })().finally(() => {
+      this.restarting = undefined
+      this.recoverIfAllowed()
+    })
     return this.restarting
   }
 
@@ -119,15 +129,18 @@ export class MuxHost {
     this.retire()
   }
 
-  /**
-   * The upstream connection ended on its own: tries again with backoff (an rpc-server we do not
-   * supervise may come back; one we supervise also calls `restart` once it is back).
-   */
+  /** Down, and allowed to reconnect by itself: tries again with backoff, once at a time. */
+  private recoverIfAllowed(): void {
+    if (this.recovering || !this.down() || !this.init.reconnect()) return
+    this.recovering = true
+    void this.recover().finally(() => (this.recovering = false))
+  }
+
   private async recover(): Promise<void> {
     let backoff = 1_000
-    while (this.down()) {
+    while (this.down() && this.init.reconnect()) {
       await sleep(backoff)
-      if (!this.down()) return
+      if (!this.down() || !this.init.reconnect()) return
       await this.restart()
       backoff = Math.min(backoff * 2, 30_000)
     }
