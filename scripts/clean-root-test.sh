@@ -82,9 +82,15 @@ if [ -n "${FM_CLEAN_ROOT_DEB_CACHE:-}" ]; then
   mkdir -p "$FM_CLEAN_ROOT_DEB_CACHE"
   cache_args=(--cache-dir="$(cd "$FM_CLEAN_ROOT_DEB_CACHE" && pwd)")
 fi
-debootstrap --variant=minbase --include="$packages" ${cache_args[@]+"${cache_args[@]}"} bookworm "$fs" \
-  "${FM_CLEAN_ROOT_MIRROR:-http://deb.debian.org/debian}" >"$work/debootstrap.log" 2>&1 \
-  || { tail -20 "$work/debootstrap.log" >&2; skip "debootstrap failed (no Debian mirror reachable?)"; }
+mirror="${FM_CLEAN_ROOT_MIRROR:-http://deb.debian.org/debian}"
+if ! debootstrap --variant=minbase --include="$packages" ${cache_args[@]+"${cache_args[@]}"} bookworm "$fs" \
+  "$mirror" >"$work/debootstrap.log" 2>&1; then
+  tail -20 "$work/debootstrap.log" >&2
+  # Only an unreachable mirror is a reason to skip; any other failure is the test's.
+  curl -sfI --max-time 20 "$mirror/dists/bookworm/Release" >/dev/null \
+    || skip "no Debian mirror reachable at $mirror"
+  fail "debootstrap failed with the mirror reachable (see above)"
+fi
 t_debootstrap=$(($(now) - t0))
 
 mount -t proc proc "$fs/proc"

@@ -23,8 +23,8 @@ step "browser for the dashboard test (Debian's chromium)"
 if [ -x /usr/bin/chromium ]; then
   /usr/bin/chromium --version 2>/dev/null || true
 elif [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; } \
+    || echo "chromium could not be installed: test/dashboard.spec.ts will skip" >&2
 else
   echo "no /usr/bin/chromium, and not root with apt-get to install it: test/dashboard.spec.ts will skip" >&2
 fi

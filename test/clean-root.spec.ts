@@ -23,7 +23,9 @@ interface Run {
 
 /** Runs the script with its progress on our stderr (the build takes minutes); kills it at the deadline. */
 async function runScript(deadlineMs: number): Promise<Run> {
-  const child = spawn('bash', [SCRIPT], { stdio: ['ignore', 'pipe', 'pipe'] })
+  // Its own process group: at the deadline every process of the run gets the signal, not only
+  // bash (which would wait for its foreground command, a build perhaps, before its TERM trap).
+  const child = spawn('bash', [SCRIPT], { stdio: ['ignore', 'pipe', 'pipe'], detached: true })
   let stdout = ''
   let stderr = ''
   child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()))
@@ -31,9 +33,16 @@ async function runScript(deadlineMs: number): Promise<Run> {
     stderr = (stderr + chunk.toString()).slice(-20_000)
     process.stderr.write(chunk)
   })
-  const timer = setTimeout(() => child.kill('SIGTERM'), deadlineMs)
+  const group = (signal: NodeJS.Signals) => () => {
+    try {
+      process.kill(-(child.pid ?? 0), signal)
+    } catch {
+      // the group is gone already
+    }
+  }
+  const timers = [setTimeout(group('SIGTERM'), deadlineMs), setTimeout(group('SIGKILL'), deadlineMs + 60_000)]
   const code = await new Promise<number | null>((resolve) => child.on('close', resolve))
-  clearTimeout(timer)
+  for (const timer of timers) clearTimeout(timer)
   return { code, stdout, stderr }
 }
 
