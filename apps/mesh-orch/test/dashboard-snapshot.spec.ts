@@ -1,6 +1,12 @@
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
-import { DashboardSnapshot, LinkRates, MAX_ROWS, dashboardSnapshot } from '../src/dashboard/snapshot.ts'
+import {
+  DashboardSnapshot,
+  LinkRates,
+  MAX_ROWS,
+  MAX_TEXT,
+  dashboardSnapshot
+} from '../src/dashboard/snapshot.ts'
 import { TokenMeter } from '../src/token-meter.ts'
 import { peer, servingStatus, traffic } from './fixtures/status.ts'
 
@@ -54,6 +60,19 @@ describe('dashboardSnapshot', () => {
       [peer(7)],
       'worker 3 is listed again, so it is not gone'
     )
+  })
+
+  it('cuts long free text (a llama-server error) instead of failing the whole snapshot', () => {
+    const long = 'x'.repeat(3 * MAX_TEXT)
+    const s = dashboardSnapshot(
+      servingStatus({ lastPlanError: long }),
+      new Map(),
+      [{ peer: peer(7), at: 900, reason: long }],
+      1_000
+    )
+    assert.ok(DashboardSnapshot.safeParse(s).success, 'the snapshot fits its schema')
+    assert.equal(s.lastPlanError?.length, MAX_TEXT)
+    assert.equal(s.departed[0]?.reason.length, MAX_TEXT)
   })
 
   it('caps the rows one message carries', () => {

@@ -9,7 +9,10 @@ export const MAX_DEPARTED = 16
 const Count = z.number().int().nonnegative()
 const Amount = z.number().nonnegative()
 const Millis = z.number().int().nonnegative()
-const Text = z.string().max(2_000)
+/** Longest text a snapshot carries: free text from the status (errors, reasons) is cut to it. */
+export const MAX_TEXT = 2_000
+const Text = z.string().max(MAX_TEXT)
+const clip = (text: string): string => (text.length <= MAX_TEXT ? text : `${text.slice(0, MAX_TEXT - 1)}…`)
 
 const Link = z.object({
   connections: Count,
@@ -153,7 +156,7 @@ export function dashboardSnapshot(
     model: status.model === undefined ? null : basename(status.model),
     modelLayers: status.modelLayers,
     state: status.state,
-    lastPlanError: status.lastPlanError,
+    lastPlanError: status.lastPlanError === null ? null : clip(status.lastPlanError),
     requests: { inFlight: status.requestsInFlight, queued: status.queued },
     tokens: { generated: status.tokens.generated, perSecond: status.tokens.perSecond },
     load: status.load,
@@ -167,7 +170,7 @@ export function dashboardSnapshot(
       failover === null
         ? null
         : {
-            reason: failover.reason,
+            reason: clip(failover.reason),
             invalidatedAt: failover.invalidatedAt,
             servingAt: failover.servingAt ?? null
           },
@@ -206,6 +209,9 @@ export function dashboardSnapshot(
       planIndex: planIndex.get(w.peer) ?? null
     })),
     // A worker that came back is no longer gone.
-    departed: departed.filter((d) => !present.has(d.peer)).slice(0, MAX_DEPARTED)
+    departed: departed
+      .filter((d) => !present.has(d.peer))
+      .slice(0, MAX_DEPARTED)
+      .map((d) => ({ ...d, reason: clip(d.reason) }))
   }
 }
