@@ -158,14 +158,18 @@ ensure_rpc_server() {
   local cache_before sources_before json
   rpc_backend=$(node "$root/packages/llama/src/cli.ts" backend)
   say "system: $os $(uname -m), accelerator: $rpc_backend"
+  # Folders that were there before (even empty) are not ours; what appears in them is.
+  cache_existed=false sources_existed=false
+  [ ! -d "$cache_root" ] || cache_existed=true
+  [ ! -d "$cache_root/sources" ] || sources_existed=true
   fm_manifest_claim "$cache_root"
   cache_before=$(fm_manifest_entries "$cache_root")
   sources_before=$(fm_manifest_entries "$cache_root/sources")
   json=$(node "$root/packages/llama/src/cli.ts" ensure --rpc-server-only --check --backend "$rpc_backend") \
     || die "could not find or build ggml-rpc-server (see above)"
-  if [ -n "$cache_before" ]; then
+  if $cache_existed; then
     fm_manifest_claim_new "$cache_root" "$cache_before"
-    [ -z "$sources_before" ] || fm_manifest_claim_new "$cache_root/sources" "$sources_before"
+    ! $sources_existed || fm_manifest_claim_new "$cache_root/sources" "$sources_before"
   fi
   rpc_server=$(json_field rpcServer "$json")
   rpc_protocol=$(json_field rpcProtocol "$json")

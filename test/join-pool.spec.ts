@@ -91,6 +91,22 @@ describe('scripts/lib/manifest.sh (what --leave removes)', () => {
     assert.equal(existsSync(manifest), false)
   })
 
+  it('claims only the entries new in a folder it found, however long the listing was', async () => {
+    // A listing past a pipe's buffer: grep -q quits early, and a pipe from printf would then fail
+    // under pipefail and make every entry look new.
+    const crowd = join(home, 'crowd')
+    await mkdir(crowd)
+    await Promise.all(Array.from({ length: 3000 }, (_, i) => writeFile(join(crowd, `old-${i}`), '')))
+    await withManifest(
+      `before=$(fm_manifest_entries "$HOME/crowd")
+       touch "$HOME/crowd/new-one"
+       fm_manifest_claim_new "$HOME/crowd" "$before"`
+    )
+    const lines = (await readFile(manifest, 'utf8')).trim().split('\n')
+    assert.deepEqual(lines, [`tree\t${crowd}/new-one`])
+    await rm(manifest)
+  })
+
   it('refuses to remove the home itself or a path through .. even when the manifest lists them', async () => {
     // Not `/` itself: a broken check must not be able to do harm beyond the scratch folder.
     await writeFile(manifest, `tree\t${home}\ntree\t${home}/../home\ntree\t${dir}/./home\n`)

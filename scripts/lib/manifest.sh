@@ -38,7 +38,9 @@ fm_manifest_claim_new() {
   while IFS= read -r entry; do
     [ -n "$entry" ] || continue
     case "$entry" in *.lock | *.tmp-* | *.partial*) continue ;; esac
-    printf '%s\n' "$before" | grep -Fxq -- "$entry" || fm_manifest_add tree "$dir/$entry"
+    # A here-string, not a pipe: under pipefail, grep -q quitting early fails the pipe's printf,
+    # and an entry that was there before would be claimed (and removed by --leave).
+    grep -Fxq -- "$entry" <<<"$before" || fm_manifest_add tree "$dir/$entry"
   done < <(fm_manifest_entries "$dir")
 }
 
