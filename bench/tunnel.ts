@@ -69,6 +69,9 @@ const { values } = parseArgs({
   }
 })
 const rounds = Number(values.rounds)
+// bulkThroughput sends 16 MiB frames; MB/s and CPU per GB divide by this figure.
+if (!(Number(values['bulk-mib']) >= 16 && Number(values['bulk-mib']) % 16 === 0))
+  throw new Error(`--bulk-mib is a multiple of 16, not ${values['bulk-mib']}`)
 if (values.sharing !== 'exclusive' && values.sharing !== 'concurrent')
   throw new Error(`--sharing is exclusive or concurrent, not ${values.sharing}`)
 const sharing = values.sharing
